@@ -1,8 +1,153 @@
-"""tuban's command line (placeholder until the commands land)."""
+"""tuban's command line: one click group; each command parses, calls the library and prints.
+
+Expected problems (:class:`errors.TubanError`) print one line and exit with code 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
+from errors import TubanError
+from pipeline import batch
+from pipeline.config import load_config
+from pipeline.executors import EXECUTORS, Executor
 
-@click.group()
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TubanError as exc:
+            click.echo(f"tuban: error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def _executor_options(fn):
+    fn = click.option(
+        "--scheduler", metavar="ADDR", help="Address of a running Dask scheduler (tcp://host:8786)."
+    )(fn)
+    fn = click.option("--workers", type=click.IntRange(min=1), help="Worker processes [all CPUs].")(fn)
+    fn = click.option(
+        "--executor",
+        type=click.Choice(EXECUTORS),
+        default="serial",
+        show_default=True,
+        help="How tile jobs run.",
+    )(fn)
+    return fn
+
+
+def _executor(executor: str, workers: int | None, scheduler: str | None) -> Executor:
+    if scheduler and executor != "dask":
+        executor = "dask"
+    return Executor(name=executor, workers=workers, scheduler=scheduler)  # type: ignore[arg-type]
+
+
+_config_arg = click.argument("config", type=click.Path(path_type=Path))
+_lang_option = click.option(
+    "--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+    help="Language of worklist headers and values.",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="tuban")
 def main() -> None:
     """tuban: change polygons (图斑) from quarterly imagery to street-office worklists."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
+              help="Folder for the synthetic quarter and its outputs.")
+@click.option("--size", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Width and height of the area in 0.5 m pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
+@click.option("--no-run", is_flag=True, help="Only write the synthetic quarter, do not run the batch.")
+@_executor_options
+def demo(out: Path, size: int, seed: int, no_run: bool, executor, workers, scheduler) -> None:
+    """Write a synthetic quarter (imagery, offices, permits, truth) and run the batch on it."""
+    from pipeline.demo import make_demo
+    from pipeline.scoring import score_demo
+
+    made = make_demo(out, size=size, seed=seed)
+    click.echo(f"synthetic quarter: {made.config}")
+    if no_run:
+        return
+    config = load_config(made.config)
+    report = batch.run(config, executor=_executor(executor, workers, scheduler))
+    _print_report(report)
+    score = score_demo(report.out_dir, made.truth)
+    click.echo(
+        f"against the planted truth: {score.found}/{score.planted} changes found "
+        f"(recall {score.recall:.2f}), {score.correct}/{score.tasks} tasks correct "
+        f"(precision {score.precision:.2f}), permitted buildings issued: {score.permitted_issued}"
+    )
+
+
+@main.command()
+@_config_arg
+@_executor_options
+@_lang_option
+def run(config: Path, executor, workers, scheduler, lang) -> None:
+    """Run the quarterly batch: ingest both epochs, detect changes, write worklists."""
+    report = batch.run(load_config(config), executor=_executor(executor, workers, scheduler),
+                       lang=lang)
+    _print_report(report)
+
+
+@main.command()
+@_config_arg
+@click.option("--epoch", "epoch_id", required=True, help="ID of the epoch to ingest.")
+@_executor_options
+def ingest(config: Path, epoch_id: str, executor, workers, scheduler) -> None:
+    """Put one epoch's imagery onto the grid (unchanged tiles are kept)."""
+    cfg = load_config(config)
+    index = batch.ingest(cfg, epoch_id, executor=_executor(executor, workers, scheduler))
+    click.echo(f"{epoch_id}: {len(index.tiles)} tiles in {index.path(cfg.work_dir).parent}")
+
+
+@main.command()
+@_config_arg
+@_executor_options
+def changes(config: Path, executor, workers, scheduler) -> None:
+    """Detect suspects for [run].before → [run].after from the ingested epochs."""
+    from pipeline.changes import changes_path
+
+    cfg = load_config(config)
+    result = batch.changes(cfg, executor=_executor(executor, workers, scheduler))
+    click.echo(f"{len(result.suspects)} suspects on {len(result.tiles)} tiles: {changes_path(cfg)}")
+
+
+@main.command()
+@_config_arg
+@_lang_option
+def worklists(config: Path, lang: str) -> None:
+    """Turn the quarter's suspects into tasks and write the GeoPackage and office worklists."""
+    cfg = load_config(config)
+    taskset, _ = batch.worklists(cfg, lang=lang)
+    click.echo(
+        f"{len(taskset.tasks)} tasks, {len(taskset.suppressed)} suppressed, "
+        f"{len(taskset.unassigned)} unassigned: {batch.quarter_dir(cfg)}"
+    )
+
+
+def _print_report(report: batch.BatchReport) -> None:
+    c = report.counts
+    click.echo(
+        f"quarter {report.quarter}: {c.get('suspects', 0)} suspects → {c.get('tasks', 0)} tasks, "
+        f"{c.get('suppressed', 0)} suppressed, {c.get('unassigned', 0)} unassigned"
+    )
+    click.echo("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+    click.echo(f"outputs: {report.out_dir}")
+    click.echo(f"  GeoPackage (open in QGIS): {report.out_dir / (report.quarter + '.gpkg')}")
+    click.echo(f"  office worklists:          {report.out_dir / 'worklists'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

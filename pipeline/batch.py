@@ -1,0 +1,127 @@
+"""The quarterly batch: ingest → changes → worklists, one function per stage and one for all.
+
+Each stage reads what the previous one wrote (epoch tile stores, the changes GeoPackage), so a
+stage can be re-run alone from the CLI. ``run`` writes ``manifest.json`` last: inputs with
+checksums, the config, library versions and per-stage timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .changes import ChangeSet, detect_quarter, read_changes
+from .config import Config
+from .executors import Executor
+from .export import write_quarter
+from .ingest import EpochIndex, ingest_epoch
+from .manifest import write_manifest
+from .tasks import TaskRules, TaskSet, build_tasks
+from .vectors import read_offices, read_permits
+
+__all__ = ["BatchReport", "changes", "ingest", "quarter_dir", "run", "worklists"]
+
+
+@dataclass
+class BatchReport:
+    """What a batch did: where its outputs are, what it counted and how long each stage took."""
+
+    quarter: str
+    out_dir: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(report: BatchReport, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    report.timings[stage] = round(report.timings.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def quarter_dir(config: Config) -> Path:
+    """``<out>/<quarter>/``: where a quarter's outputs go."""
+    return config.out_dir / config.quarter
+
+
+def ingest(config: Config, epoch_id: str, *, executor: Executor | None = None) -> EpochIndex:
+    """Stage 1: put one epoch onto the grid (tiles whose inputs are unchanged are kept)."""
+    return ingest_epoch(config, epoch_id, executor=executor or Executor())
+
+
+def changes(config: Config, *, executor: Executor | None = None) -> ChangeSet:
+    """Stage 2: suspects for ``[run].before → [run].after`` from the two tile stores."""
+    return detect_quarter(config, executor=executor or Executor())
+
+
+def worklists(
+    config: Config, *, lang: str = "zh", issued_at: datetime | None = None
+) -> tuple[TaskSet, dict]:
+    """Stage 3: suspects → tasks (offices, permits, IDs) → the quarter's GeoPackage and worklists."""
+    grid = config.grid_spec
+    change_set = read_changes(config)
+    offices = read_offices(
+        config.resolve(config.offices.path),
+        code_field=config.offices.code_field,
+        name_field=config.offices.name_field,
+        crs=grid.rio_crs,
+    )
+    permits = None
+    if config.permits is not None:
+        permits = read_permits(
+            config.resolve(config.permits.path),
+            id_field=config.permits.id_field,
+            crs=grid.rio_crs,
+        )
+    rules = TaskRules(
+        min_area_m2=config.detect.min_area_m2,
+        permit_overlap=config.tasks.permit_overlap,
+        key_case_area_m2=config.tasks.key_case_area_m2,
+    )
+    taskset = build_tasks(
+        change_set.suspects,
+        offices,
+        quarter=config.quarter,
+        permits=permits,
+        rules=rules,
+        issued_at=issued_at or datetime.now(UTC),
+    )
+    summary = write_quarter(
+        quarter_dir(config),
+        quarter=config.quarter,
+        suspects=change_set.suspects,
+        taskset=taskset,
+        offices=offices,
+        tiles=change_set.tiles,
+        lang=lang,
+    )
+    return taskset, summary
+
+
+def run(config: Config, *, executor: Executor | None = None, lang: str = "zh") -> BatchReport:
+    """The whole quarterly batch for ``[run].before → [run].after``."""
+    executor = executor or Executor()
+    run_cfg = config.require_run()
+    report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
+    for epoch_id in (run_cfg.before, run_cfg.after):
+        with _timed(report, "ingest"):
+            index = ingest(config, epoch_id, executor=executor)
+        report.counts[f"tiles_{epoch_id}"] = len(index.tiles)
+    with _timed(report, "changes"):
+        change_set = changes(config, executor=executor)
+    report.counts["suspects"] = len(change_set.suspects)
+    with _timed(report, "worklists"):
+        taskset, _ = worklists(config, lang=lang)
+    report.counts.update(
+        tasks=len(taskset.tasks),
+        suppressed=len(taskset.suppressed),
+        unassigned=len(taskset.unassigned),
+    )
+    with _timed(report, "manifest"):
+        write_manifest(config, report.out_dir / "manifest.json", timings=report.timings,
+                       executor=executor, counts=report.counts)
+    return report

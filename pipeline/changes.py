@@ -1,0 +1,206 @@
+"""Changes: diff the before and after epochs tile by tile into suspect polygons.
+
+Workers read a tile pair from the two epochs' tile stores, run :func:`detect.detect_changes` and
+return plain tables (geometry as WKB); the driver gathers them, merges the rare object that two
+tiles both reported, numbers the suspects and writes ``<work>/changes/<before>__<after>.gpkg``
+with layers ``suspects`` and ``tiles`` (footprint and QA per tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from detect import DetectParams, Scene, detect_changes
+from errors import NoOverlapError
+from tiles import Grid, TileId, read_tile
+
+from .atomic import write_layers
+from .config import Config
+from .executors import Executor
+from .ingest import KINDS, EpochIndex, load_index
+
+__all__ = ["SUSPECT_COLUMNS", "ChangeSet", "detect_quarter", "changes_path", "read_changes"]
+
+SUSPECT_COLUMNS = ["suspect_id", "tile", "change_type", "area_m2", "height_gain_m", "score"]
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What the changes stage produced: suspects and per-tile QA, both in the grid CRS."""
+
+    suspects: gpd.GeoDataFrame
+    tiles: gpd.GeoDataFrame
+
+
+@dataclass(frozen=True)
+class _PairJob:
+    grid: Grid
+    tile: TileId
+    before: dict[str, str]  # kind -> tile file
+    after: dict[str, str]
+    params: DetectParams
+
+
+def changes_path(config: Config) -> Path:
+    run = config.require_run()
+    return config.work_dir / "changes" / f"{run.before}__{run.after}.gpkg"
+
+
+def detect_params(config: Config) -> DetectParams:
+    return DetectParams(min_area_m2=config.detect.min_area_m2)
+
+
+def detect_quarter(config: Config, *, executor: Executor = Executor()) -> ChangeSet:
+    """Detect suspects for ``[run].before → [run].after`` on every tile both epochs cover."""
+    run = config.require_run()
+    grid = config.grid_spec
+    work = config.work_dir
+    before, after = load_index(work, run.before), load_index(work, run.after)
+    for idx in (before, after):
+        if not idx.tiles:
+            raise NoOverlapError(
+                f"{config.file}: epoch {idx.epoch!r} has no ingested tiles; run `tuban ingest "
+                f"{config.file} --epoch {idx.epoch}` first"
+            )
+    jobs = [
+        _PairJob(
+            grid,
+            TileId.parse(name),
+            _files(before, name, work),
+            _files(after, name, work),
+            detect_params(config),
+        )
+        for name in sorted(set(before.tiles) & set(after.tiles))
+    ]
+    if not jobs:
+        raise NoOverlapError(
+            f"{config.file}: epochs {run.before!r} and {run.after!r} share no tile; check their sources"
+        )
+    results = dict(executor.map(_detect_tile, jobs, desc=f"changes {run.before}→{run.after}"))
+    ordered = sorted(results.items(), key=lambda kv: kv[0].tile)
+    suspects = _gather_suspects([r for _, (r, _) in ordered], grid)
+    tiles = _tiles_frame(grid, [(job, qa) for job, (_, qa) in ordered], before, after)
+    change_set = ChangeSet(suspects=suspects, tiles=tiles)
+    write_layers(changes_path(config), {"suspects": suspects, "tiles": tiles})
+    return change_set
+
+
+def read_changes(config: Config) -> ChangeSet:
+    """The suspects and tile QA written by :func:`detect_quarter`."""
+    path = changes_path(config)
+    if not path.exists():
+        raise NoOverlapError(f"{path} does not exist; run `tuban changes {config.file}` first")
+    return ChangeSet(
+        suspects=gpd.read_file(path, layer="suspects"), tiles=gpd.read_file(path, layer="tiles")
+    )
+
+
+def _files(index: EpochIndex, tile: str, work: Path) -> dict[str, str]:
+    store = work / "epochs" / index.epoch
+    return {kind: str(store / rec["file"]) for kind, rec in index.tiles[tile].items()}
+
+
+def _scene(files: dict[str, str]) -> Scene:
+    """Read a tile's stored layers into a :class:`detect.Scene`."""
+    layers: dict = {}
+    if "satellite" in files:
+        data, valid, names = read_tile(files["satellite"])
+        layers.update(
+            satellite=data.astype(np.float32), satellite_bands=names, satellite_valid=valid
+        )
+    if "drone" in files:
+        data, valid, names = read_tile(files["drone"])
+        order = [names.index(n) for n in ("red", "green", "blue")]
+        layers.update(drone=data[order].astype(np.float32), drone_valid=valid)
+    if "dsm" in files:
+        data, valid, _ = read_tile(files["dsm"])
+        layers.update(dsm=data[0].astype(np.float32), dsm_valid=valid)
+    return Scene(**layers)
+
+
+def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
+    """Worker: detect on one tile pair; return its objects (geometry as WKB) and its QA."""
+    before, after = _scene(job.before), _scene(job.after)
+    result = detect_changes(
+        before,
+        after,
+        transform=job.grid.transform(job.tile, halo=True),
+        params=job.params,
+        core=job.grid.core_slices(),
+    )
+    table = pd.DataFrame(result.to_records())
+    if len(table):
+        table["geometry"] = shapely.to_wkb(np.asarray(table["geometry"]))
+    table.insert(0, "tile", job.tile.name)
+    return table, dict(result.qa)
+
+
+def _gather_suspects(tables: list[pd.DataFrame], grid: Grid) -> gpd.GeoDataFrame:
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return gpd.GeoDataFrame(
+            {
+                c: pd.Series(
+                    dtype="float64" if c in ("area_m2", "height_gain_m", "score") else "object"
+                )
+                for c in SUSPECT_COLUMNS
+            },
+            geometry=gpd.GeoSeries([], crs=grid.rio_crs),
+        )
+    df = pd.concat(tables, ignore_index=True)
+    gdf = gpd.GeoDataFrame(df, geometry=shapely.from_wkb(df["geometry"]), crs=grid.rio_crs)
+    gdf = _merge_seam_duplicates(gdf)
+    gdf["suspect_id"] = (
+        gdf["tile"] + "-" + (gdf.groupby("tile").cumcount() + 1).map("{:04d}".format)
+    )
+    extra = [c for c in gdf.columns if c not in SUSPECT_COLUMNS and c != "geometry"]
+    return gdf[SUSPECT_COLUMNS + extra + ["geometry"]].reset_index(drop=True)
+
+
+def _merge_seam_duplicates(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Union objects from different tiles that overlap (a safety net behind the ownership rule)."""
+    left, right = gdf.sindex.query(gdf.geometry, predicate="intersects")
+    pairs = (left < right) & (gdf["tile"].to_numpy()[left] != gdf["tile"].to_numpy()[right])
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return gdf
+    n = len(gdf)
+    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    keep = gdf.assign(_group=group, _area=gdf.geometry.area).sort_values(
+        ["_group", "_area"], ascending=[True, False]
+    )
+    merged = keep.groupby("_group", sort=False).first()
+    unions = keep.groupby("_group", sort=False)["geometry"].agg(
+        lambda g: shapely.union_all(np.asarray(g))
+    )
+    merged["score"] = keep.groupby("_group", sort=False)["score"].max()
+    out = gpd.GeoDataFrame(
+        merged.drop(columns=["geometry", "_area"]), geometry=unions.values, crs=gdf.crs
+    )
+    out["area_m2"] = out.geometry.area
+    return out.sort_values("tile", kind="stable").reset_index(drop=True)
+
+
+def _tiles_frame(
+    grid: Grid, rows: list[tuple[_PairJob, dict]], before: EpochIndex, after: EpochIndex
+) -> gpd.GeoDataFrame:
+    records = []
+    for job, qa in rows:
+        rec: dict = {"tile": job.tile.name, "row": job.tile.row, "col": job.tile.col}
+        for label, idx in (("before", before), ("after", after)):
+            for kind in KINDS:
+                entry = idx.tiles.get(job.tile.name, {}).get(kind)
+                rec[f"{label}_{kind}_valid"] = float(entry["valid_fraction"]) if entry else 0.0
+        rec.update({k: v for k, v in qa.items() if isinstance(v, (int, float, bool, str))})
+        records.append(rec)
+    geoms = [shapely.box(*grid.bounds(job.tile)) for job, _ in rows]
+    return gpd.GeoDataFrame(records, geometry=geoms, crs=grid.rio_crs)

@@ -1,0 +1,79 @@
+"""Score a quarter's tasks against planted (or surveyed) changes, object by object.
+
+The rule, the same in tests, the demo and ``benchmarks/demo_accuracy.py``:
+
+* a task is **correct** if ≥ 50 % of its area lies on a non-permitted truth change;
+* a truth change is **found** if tasks cover ≥ 50 % of its area;
+* a permitted truth change is **issued** (a failure) if tasks cover ≥ 50 % of its area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+__all__ = ["ObjectScore", "score_demo", "score_tasks"]
+
+_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    planted: int
+    found: int
+    tasks: int
+    correct: int
+    permitted: int
+    permitted_issued: int
+    found_by_kind: dict[str, tuple[int, int]]  # kind -> (found, planted)
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.planted if self.planted else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.tasks if self.tasks else 1.0
+
+
+def _covered_share(geoms: np.ndarray, cover: shapely.Geometry) -> np.ndarray:
+    areas = shapely.area(geoms)
+    inter = shapely.area(shapely.intersection(geoms, cover))
+    return np.divide(inter, areas, out=np.zeros_like(areas), where=areas > 0)
+
+
+def score_tasks(tasks: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> ObjectScore:
+    """Object-level recall and precision of ``tasks`` against ``truth`` (fields kind, permitted)."""
+    truth = truth.to_crs(tasks.crs) if tasks.crs is not None else truth
+    permitted = truth["permitted"].astype(bool).to_numpy()
+    illegal = truth[~permitted]
+    task_geoms = tasks.geometry.to_numpy()
+    task_union = shapely.union_all(task_geoms)
+    found = _covered_share(illegal.geometry.to_numpy(), task_union) >= _SHARE
+    correct = _covered_share(task_geoms, shapely.union_all(illegal.geometry.to_numpy())) >= _SHARE
+    issued = _covered_share(truth[permitted].geometry.to_numpy(), task_union) >= _SHARE
+    kinds = illegal["kind"].to_numpy()
+    by_kind = {
+        str(k): (int(found[kinds == k].sum()), int((kinds == k).sum())) for k in np.unique(kinds)
+    }
+    return ObjectScore(
+        planted=len(illegal),
+        found=int(found.sum()),
+        tasks=len(tasks),
+        correct=int(correct.sum()),
+        permitted=int(permitted.sum()),
+        permitted_issued=int(issued.sum()),
+        found_by_kind=by_kind,
+    )
+
+
+def score_demo(quarter_dir: Path, truth_path: Path) -> ObjectScore:
+    """Score a finished demo quarter (its GeoPackage's ``tasks``) against ``truth.gpkg``."""
+    quarter = Path(quarter_dir).name
+    tasks = gpd.read_file(Path(quarter_dir) / f"{quarter}.gpkg", layer="tasks")
+    truth = gpd.read_file(truth_path, layer="truth")
+    return score_tasks(tasks, truth)

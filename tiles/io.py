@@ -1,0 +1,256 @@
+"""Raster I/O onto the grid: describe source files, read them onto a tile, write the tile store.
+
+Readers take paths or already-open datasets and return numpy arrays on a tile's haloed window:
+``(bands, rows, cols)`` data and a ``(rows, cols)`` boolean validity mask. Reprojection is done by
+GDAL through :class:`rasterio.vrt.WarpedVRT`, reading only what the window needs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+
+from errors import InputError
+
+from .grid import Bounds, Grid, TileId
+
+__all__ = ["SourceInfo", "describe_source", "read_onto_tile", "write_tile", "read_tile"]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What tuban needs to know about one raster file, read once from its header."""
+
+    path: str
+    count: int
+    dtype: str
+    crs_wkt: str
+    resolution: tuple[float, float]  # source pixel size (x, y) in source CRS units
+    bounds: Bounds  # footprint in grid CRS metres
+    colorinterp: tuple[str, ...]
+    alpha: int | None  # 1-based index of an alpha band, if any
+    size: int  # bytes on disk
+    mtime_ns: int
+
+    @property
+    def signature(self) -> tuple[str, int, int]:
+        """A cheap fingerprint that changes when the file is rewritten."""
+        return (self.path, self.size, self.mtime_ns)
+
+
+def describe_source(path: str | os.PathLike, *, grid: Grid) -> SourceInfo:
+    """Read a raster's header and its footprint on ``grid``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, not a readable raster, or has no CRS.
+    """
+    path = os.fspath(path)
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(
+                    f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32650 {path})"
+                )
+            left, bottom, right, top = transform_bounds(
+                src.crs, grid.rio_crs, *src.bounds, densify_pts=21
+            )
+            interp = tuple(ci.name for ci in src.colorinterp)
+            alpha = next(
+                (i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha), None
+            )
+            info = SourceInfo(
+                path=path,
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs_wkt=src.crs.to_wkt(),
+                resolution=(abs(src.transform.a), abs(src.transform.e)),
+                bounds=Bounds(left, bottom, right, top),
+                colorinterp=interp,
+                alpha=alpha,
+                size=os.path.getsize(path),
+                mtime_ns=os.stat(path).st_mtime_ns,
+            )
+    except RasterioIOError as exc:
+        reason = str(exc).split("\n")[0]
+        raise InputError(
+            f"{path} is not a readable raster ({reason}); check or replace the file"
+        ) from None
+    return info
+
+
+def _resampling_for(info: SourceInfo, grid: Grid, *, categorical: bool) -> Resampling:
+    if categorical:
+        return Resampling.nearest
+    # Averaging when the source is much finer than the grid; bilinear otherwise.
+    src_m = info.resolution[0] if _is_metric(info) else info.resolution[0] * 111_000.0
+    return Resampling.average if src_m * 2.0 < grid.resolution else Resampling.bilinear
+
+
+def _is_metric(info: SourceInfo) -> bool:
+    return rasterio.crs.CRS.from_wkt(info.crs_wkt).is_projected
+
+
+def read_onto_tile(
+    sources: Sequence[SourceInfo],
+    grid: Grid,
+    tile: TileId,
+    *,
+    bands: Sequence[int],
+    categorical: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Mosaic ``sources`` onto the haloed window of ``tile``.
+
+    Each file is warped with :class:`~rasterio.vrt.WarpedVRT` straight onto the tile's window; the
+    first file that is valid at a pixel wins. Alpha bands, nodata values and internal masks all mark
+    pixels invalid.
+
+    Parameters
+    ----------
+    sources : sequence of SourceInfo
+        Files of one source, in priority order.
+    grid, tile
+        Where to read.
+    bands : sequence of int
+        1-based band indexes to read from every file.
+    categorical : bool
+        Nearest-neighbour resampling (masks, classes) instead of bilinear/average.
+
+    Returns
+    -------
+    data : ndarray, shape (len(bands), n, n), dtype of the sources
+        ``n = grid.window_size``; zero where invalid.
+    valid : ndarray of bool, shape (n, n)
+    used : list of str
+        Paths of the files that contributed at least one valid pixel.
+    """
+    n = grid.window_size
+    transform = grid.transform(tile, halo=True)
+    window_bounds = grid.bounds(tile, halo=True)
+    dtype = np.dtype(sources[0].dtype) if sources else np.dtype("float32")
+    data = np.zeros((len(bands), n, n), dtype=dtype)
+    valid = np.zeros((n, n), dtype=bool)
+    used: list[str] = []
+    for info in sources:
+        if info.bounds.intersection(window_bounds) is None:
+            continue
+        file_data, file_valid = _warp_one(info, grid, transform, n, bands, categorical)
+        take = file_valid & ~valid
+        if not take.any():
+            continue
+        data[:, take] = file_data[:, take]
+        valid |= take
+        used.append(info.path)
+        if valid.all():
+            break
+    return data, valid, used
+
+
+def _warp_one(
+    info: SourceInfo,
+    grid: Grid,
+    transform,
+    n: int,
+    bands: Sequence[int],
+    categorical: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    resampling = _resampling_for(info, grid, categorical=categorical)
+    try:
+        with rasterio.open(info.path) as src:
+            bad = [b for b in bands if not 1 <= b <= src.count]
+            if bad:
+                raise InputError(
+                    f"{info.path} has {src.count} band(s) but band {bad[0]} was asked for; "
+                    "fix the source's bands mapping"
+                )
+            opts: dict = {}
+            flags = src.mask_flag_enums
+            by_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
+            if src.nodata is not None:
+                opts.update(src_nodata=src.nodata, nodata=src.nodata)
+            elif not by_mask:
+                opts["add_alpha"] = True  # otherwise pixels outside the file would read as valid
+            with WarpedVRT(
+                src,
+                crs=grid.rio_crs,
+                transform=transform,
+                width=n,
+                height=n,
+                resampling=resampling,
+                **opts,
+            ) as vrt:
+                data = vrt.read(indexes=list(bands))
+                if src.nodata is None:
+                    valid = vrt.dataset_mask() > 0
+                else:
+                    valid = (vrt.read_masks(indexes=list(bands)) > 0).all(axis=0)
+    except RasterioIOError as exc:
+        reason = str(exc).split("\n")[0]
+        raise InputError(
+            f"{info.path} cannot be read ({reason}); check or replace the file"
+        ) from None
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def write_tile(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    valid: np.ndarray,
+    *,
+    grid: Grid,
+    tile: TileId,
+    band_names: Sequence[str],
+) -> None:
+    """Write a haloed tile as a tiled, deflate-compressed GeoTIFF with an internal mask, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=grid.rio_crs,
+        transform=grid.transform(tile, halo=True),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        predictor=predictor,
+        zlevel=1,
+    )
+    fd, tmp = tempfile.mkstemp(suffix=".tif.part", dir=path.parent)
+    os.close(fd)
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(data)
+                dst.write_mask(valid.astype(np.uint8) * 255)
+                dst.descriptions = tuple(band_names)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Read a stored tile: ``(data (bands, n, n), valid (n, n) bool, band names)``."""
+    with rasterio.open(path) as src:
+        data = src.read()
+        valid = src.dataset_mask() > 0
+        names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
+    return data, valid, names
