@@ -39,7 +39,7 @@ _EXAMPLES = {
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class GridConfig(_Model):
@@ -52,7 +52,7 @@ class GridConfig(_Model):
 class PathsConfig(_Model):
     work: str = "work"
     out: str = "out"
-    register: str = "register.gpkg"
+    register_path: str = Field("register.gpkg", alias="register")
 
 
 class OfficesConfig(_Model):
@@ -223,7 +223,10 @@ def load_config(path: str | os.PathLike) -> Config:
         config = Config.model_validate({**raw, "root": path.resolve().parent, "file": path})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
-    config.grid_spec  # noqa: B018 - validates the CRS and sizes now, with a clear message
+    try:
+        config.grid_spec  # noqa: B018 - validates the CRS and sizes now
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for epoch in config.epochs:
         if not epoch.sources:
             raise ConfigError(

@@ -83,7 +83,7 @@ def write_manifest(
         "quarter": config.quarter,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": inputs,
-        "config": config.model_dump(mode="json", exclude={"root", "file"}),
+        "config": config.model_dump(mode="json", by_alias=True, exclude={"root", "file"}),
         "executor": {"name": executor.name, "workers": executor.n_workers},
         "versions": _versions(),
         "counts": counts,
