@@ -258,7 +258,7 @@ def _ingest_tile(job: _TileJob) -> dict | None:
     write_tile(job.path, data, valid, grid=job.grid, tile=job.tile, band_names=job.kind.band_names)
     core = valid[job.grid.core_slices()]
     return {
-        "file": os.path.relpath(job.path, Path(job.path).parents[2]),
+        "file": os.path.relpath(job.path, Path(job.path).parents[1]),
         "bands": list(job.kind.band_names),
         "dtype": str(data.dtype),
         "valid_fraction": round(float(core.mean()), 4),
