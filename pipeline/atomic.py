@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import pandas as pd
+import pyogrio
 
 __all__ = ["atomic_path", "write_json", "write_layers", "write_text"]
 
@@ -41,15 +43,40 @@ def write_layers(
     layers: Mapping[str, gpd.GeoDataFrame],
     *,
     descriptions: Mapping[str, str] | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> None:
-    """Write GeoDataFrames as layers of one GeoPackage (1.2, spatial index), atomically."""
+    """Write GeoDataFrames as layers of one GeoPackage 1.2, atomically.
+
+    Layers get a spatial index, a ``geom`` geometry column and their description; polygon layers
+    holding any MultiPolygon are written as MultiPolygon. ``tables`` are written as attribute-only
+    tables after the layers (e.g. QGIS's ``layer_styles``).
+    """
     descriptions = descriptions or {}
     with atomic_path(path) as tmp:
-        for name, frame in layers.items():
-            opts: dict[str, Any] = {"VERSION": "1.2", "SPATIAL_INDEX": "YES"}
-            if name in descriptions:
-                opts["DESCRIPTION"] = descriptions[name]
-            frame.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", layer_options=opts)
+        for n, (name, frame) in enumerate(layers.items()):
+            multi = bool((frame.geom_type == "MultiPolygon").any())
+            pyogrio.write_dataframe(
+                frame,
+                tmp,
+                layer=name,
+                driver="GPKG",
+                geometry_type="MultiPolygon" if multi else "Polygon",
+                promote_to_multi=multi,
+                dataset_options={"VERSION": "1.2"} if n == 0 else None,
+                layer_options={
+                    "GEOMETRY_NAME": "geom",
+                    "SPATIAL_INDEX": "YES",
+                    "DESCRIPTION": descriptions.get(name, name),
+                },
+            )
+        for name, table in (tables or {}).items():
+            pyogrio.write_dataframe(
+                table,
+                tmp,
+                layer=name,
+                driver="GPKG",
+                layer_options={"FID": "id", "DESCRIPTION": descriptions.get(name, name)},
+            )
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -1,0 +1,410 @@
+"""Write a quarter's outputs: the GeoPackage, one worklist package per office, the summary.
+
+Layout under ``out_dir`` (= ``<out>/<quarter>/``)::
+
+    <quarter>.gpkg                 suspects, tasks, suppressed, offices, tiles (+ unassigned)
+    worklists/<office_code>/<office_code>_<quarter>.gpkg   tasks, office
+    worklists/<office_code>/<office_code>_<quarter>.csv    UTF-8 with BOM, for Excel
+    worklists/<office_code>/<office_code>_<quarter>.xlsx   dropdowns, dates, ready to print
+    summary.json                   counts and areas per office, suppression, unassigned, tile QA
+
+GeoPackages are version 1.2 with spatial indexes and layer descriptions, in the grid CRS, with
+UTC datetimes and QGIS default styles (``data/*.qml``, with Chinese field aliases and value maps
+from :mod:`pipeline.vocab`) in the ``layer_styles`` table QGIS itself uses. Every file is written
+to a temporary file in its folder and renamed into place, so a failure leaves the earlier file.
+Worklist text cells starting with ``= + - @`` (or a tab or carriage return) get a leading ``'``
+so that spreadsheets do not run them as formulas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import geopandas as gpd
+import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+
+from errors import InputError
+
+from .atomic import atomic_path, write_json, write_layers
+from .tasks import TaskSet
+from .vocab import (
+    ALIASES,
+    CHANGE_TYPES,
+    DATE_FIELDS,
+    DISPOSALS,
+    FILL_IN_FIELDS,
+    LANGS,
+    REASONS,
+    RESULTS,
+    TASK_HEADERS,
+    YES_NO,
+    Lang,
+    header,
+    label,
+)
+
+__all__ = ["write_quarter"]
+
+_DESCRIPTIONS = {
+    "suspects": "疑似变化图斑：本季度检测到的全部变化 (all change polygons detected this quarter)",
+    "tasks": "核查任务：下发各街道的图斑 (suspects issued to street offices for verification)",
+    "suppressed": "未下发图斑及原因 (suspects not issued, with reason)",
+    "unassigned": "不在任何街道范围内的图斑 (suspects outside every street office)",
+    "offices": "街道办辖区 (street office areas)",
+    "office": "本街道辖区 (this street office's area)",
+    "tiles": "分析瓦片及质量检查 (analysis tiles with quality checks)",
+}
+_STYLES = {"office": "offices"}  # layer -> style file stem, where they differ
+_VALUE_MAPS = {"change_type": CHANGE_TYPES, "result": RESULTS, "disposal": DISPOSALS}
+_NUMBER_FORMATS = {
+    "area_m2": "0.0",
+    "height_gain_m": "0.0",
+    "score": "0.00",
+    "x": "0.00",
+    "y": "0.00",
+    "lon": "0.0000000",
+    "lat": "0.0000000",
+    "issued_at": "yyyy-mm-dd hh:mm",
+    **{field: "yyyy-mm-dd" for field in DATE_FIELDS},
+}
+_ROUNDING = {"area_m2": 1, "height_gain_m": 1, "score": 2}
+_FORMULA_START = r"[=+\-@\t\r]"
+
+
+def write_quarter(
+    out_dir: str | os.PathLike,
+    *,
+    quarter: str,
+    suspects: gpd.GeoDataFrame,
+    taskset: TaskSet,
+    offices: gpd.GeoDataFrame,
+    tiles: gpd.GeoDataFrame,
+    lang: Lang = "zh",
+) -> dict:
+    """Write the quarter's GeoPackage, every office's worklists and ``summary.json``.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        ``<out>/<quarter>/``; created if missing. Files already there are replaced one by one.
+    quarter : str
+        The quarter's ID, as given to :func:`pipeline.tasks.build_tasks`.
+    suspects : geopandas.GeoDataFrame
+        All of the quarter's suspects, in the grid CRS (which every layer is written in).
+    taskset : pipeline.tasks.TaskSet
+        The suspects split into tasks, suppressed and unassigned.
+    offices : geopandas.GeoDataFrame
+        ``office_code``, ``office_name`` and polygons; every office gets a worklist package,
+        with a header-only sheet when it has no task.
+    tiles : geopandas.GeoDataFrame
+        One row per analysis tile: footprint polygon and QA columns, written as they are.
+    lang : {"zh", "en"}
+        Language of worklist headers and labels: Chinese, or the English field names and codes.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``: totals, per office counts and areas
+        (m²) by change type and priority, suppression by reason, unassigned, warnings and the
+        per-tile QA records.
+    """
+    if lang not in LANGS:
+        raise InputError(f"worklist language {lang!r} is not one of {', '.join(LANGS)}")
+    out_dir = Path(out_dir)
+    crs = suspects.crs
+    offices = offices.to_crs(crs)
+    layers = {
+        "suspects": suspects,
+        "tasks": taskset.tasks,
+        "suppressed": taskset.suppressed,
+        "offices": offices,
+        "tiles": tiles.to_crs(crs),
+    }
+    if not taskset.unassigned.empty:
+        layers["unassigned"] = taskset.unassigned
+    summary = _summary(quarter, suspects=suspects, taskset=taskset, offices=offices, tiles=tiles)
+
+    _write_gpkg(out_dir / f"{quarter}.gpkg", layers)
+    table = _worklist_table(taskset.tasks, lang=lang)
+    for code in offices["office_code"]:
+        stem = out_dir / "worklists" / code / f"{code}_{quarter}"
+        mine = (taskset.tasks["office_code"] == code).to_numpy()
+        _write_gpkg(
+            stem.with_suffix(".gpkg"),
+            {"tasks": taskset.tasks[mine], "office": offices[offices["office_code"] == code]},
+        )
+        _write_csv(stem.with_suffix(".csv"), table[mine], lang=lang)
+        _write_xlsx(stem.with_suffix(".xlsx"), table[mine], lang=lang)
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+# --- GeoPackage -------------------------------------------------------------------------------
+
+
+def _write_gpkg(path: Path, layers: dict[str, gpd.GeoDataFrame]) -> None:
+    """Write ``layers`` (name -> frame) and their default QGIS styles to one GeoPackage 1.2."""
+    write_layers(
+        path,
+        layers,
+        descriptions={**_DESCRIPTIONS, "layer_styles": "QGIS layer styles"},
+        tables={"layer_styles": _layer_styles(layers)},
+    )
+
+
+def _layer_styles(layers: dict[str, gpd.GeoDataFrame]) -> pd.DataFrame:
+    """Rows of the QGIS ``layer_styles`` table, one default style per layer."""
+    names = list(layers)
+    return pd.DataFrame(
+        {
+            "f_table_catalog": "",
+            "f_table_schema": "",
+            "f_table_name": names,
+            "f_geometry_column": "geom",
+            "styleName": names,
+            "styleQML": [_qml(name, list(frame.columns)) for name, frame in layers.items()],
+            "styleSLD": "",
+            "useAsDefault": True,
+            "description": [_DESCRIPTIONS.get(name, name) for name in names],
+            "owner": "",
+            "ui": "",
+            "update_time": pd.Timestamp(datetime.now(UTC)),
+        }
+    )
+
+
+def _qml(layer: str, fields: list[str]) -> str:
+    """The QML of ``data/<style>.qml`` with Chinese aliases and value maps for ``fields``."""
+    stem = _STYLES.get(layer, layer)
+    qml = files("data").joinpath(f"{stem}.qml").read_text(encoding="utf-8")
+    widgets = "".join(_value_map(field) for field in fields if field in _VALUE_MAPS)
+    aliases = "".join(
+        f'    <alias field="{field}" name={quoteattr(ALIASES[field])}/>\n'
+        for field in fields
+        if field in ALIASES
+    )
+    extra = f"  <fieldConfiguration>\n{widgets}  </fieldConfiguration>\n"
+    extra += f"  <aliases>\n{aliases}  </aliases>\n"
+    return qml.replace("</qgis>", extra + "</qgis>")
+
+
+def _value_map(field: str) -> str:
+    """A QGIS ValueMap edit widget that shows ``field``'s codes by their Chinese labels."""
+    entries = "".join(
+        f'<Option type="Map"><Option name={quoteattr(zh)} type="QString" value={quoteattr(code)}/>'
+        "</Option>"
+        for code, zh in _VALUE_MAPS[field].items()
+    )
+    return (
+        f'    <field name="{field}" configurationFlags="NoFlag"><editWidget type="ValueMap">'
+        f'<config><Option type="Map"><Option name="map" type="List">{entries}</Option></Option>'
+        "</config></editWidget></field>\n"
+    )
+
+
+# --- worklists --------------------------------------------------------------------------------
+
+
+def _worklist_table(tasks: gpd.GeoDataFrame, *, lang: Lang) -> pd.DataFrame:
+    """Tasks as shown to offices: worklist columns, labels in ``lang``, naive UTC datetimes,
+    rounded measures and text that spreadsheets will not run as formulas."""
+    table = pd.DataFrame(tasks[list(TASK_HEADERS)]).reset_index(drop=True)
+    for field, vocabulary in _VALUE_MAPS.items():
+        table[field] = table[field].map({c: label(vocabulary, c, lang=lang) for c in vocabulary})
+    table["key_case"] = table["key_case"].map(
+        {True: label(YES_NO, "yes", lang=lang), False: label(YES_NO, "no", lang=lang)}
+    )
+    table = table.round(_ROUNDING)
+    for field in table.columns:
+        column = table[field]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            table[field] = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif not (
+            pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_dtype(column)
+        ):
+            text = column.astype("str").str.replace(ILLEGAL_CHARACTERS_RE, "", regex=True)
+            risky = text.str.match(_FORMULA_START, na=False)
+            table[field] = text.mask(risky, "'" + text)
+    return table
+
+
+def _write_csv(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
+    """Write ``table`` as CSV in UTF-8 with a BOM (so Excel reads the Chinese right)."""
+    out = table.rename(columns=lambda field: header(field, lang=lang))
+    with atomic_path(path) as tmp:
+        out.to_csv(
+            tmp,
+            index=False,
+            encoding="utf-8-sig",
+            lineterminator="\r\n",
+            date_format="%Y-%m-%d %H:%M:%S",
+        )
+
+
+def _write_xlsx(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
+    """Write ``table`` as one formatted sheet with dropdowns for the fill-in columns."""
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "核查任务" if lang == "zh" else "tasks"
+    fields = list(table.columns)
+    ws.append([header(field, lang=lang) for field in fields])
+    for row in table.astype(object).where(table.notna(), None).itertuples(index=False, name=None):
+        ws.append(row)
+    last_row = max(len(table), 1) + 1
+    for col, field in enumerate(fields, start=1):
+        letter = get_column_letter(col)
+        cell = ws.cell(row=1, column=col)
+        cell.font = Font(bold=True)
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+        cell.fill = PatternFill("solid", fgColor="FFF2CC" if field in FILL_IN_FIELDS else "D9D9D9")
+        ws.column_dimensions[letter].width = _column_width(field, cell.value, table[field])
+        if field in _NUMBER_FORMATS:
+            ws.column_dimensions[letter].number_format = _NUMBER_FORMATS[field]
+            for (data_cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
+                data_cell.number_format = _NUMBER_FORMATS[field]
+        validation = _validation(field, lang=lang)
+        if validation is not None:
+            validation.add(f"{letter}2:{letter}{last_row}")
+            ws.add_data_validation(validation)
+    ws.freeze_panes = "B2"
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(fields))}{len(table) + 1}"
+    ws.print_title_rows = "1:1"
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.oddFooter.center.text = "&P / &N"
+    with atomic_path(path) as tmp:
+        wb.save(tmp)
+
+
+def _validation(field: str, *, lang: Lang) -> DataValidation | None:
+    """The dropdown (result, disposal) or date check (verified_at, closed_at) of a column."""
+    zh = lang == "zh"
+    if field in ("result", "disposal"):
+        vocabulary = RESULTS if field == "result" else DISPOSALS
+        choices = ",".join(label(vocabulary, code, lang=lang) for code in vocabulary)
+        return DataValidation(
+            type="list",
+            formula1=f'"{choices}"',
+            allow_blank=True,
+            showErrorMessage=True,
+            errorTitle=header(field, lang=lang),
+            error=("请从下拉列表中选择：" if zh else "Pick one of: ") + choices,
+        )
+    if field in DATE_FIELDS:
+        return DataValidation(
+            type="date",
+            operator="greaterThanOrEqual",
+            formula1="DATE(2000,1,1)",
+            allow_blank=True,
+            showErrorMessage=True,
+            errorTitle=header(field, lang=lang),
+            error="请填写日期，如 2024-05-20" if zh else "Enter a date, e.g. 2024-05-20",
+        )
+    return None
+
+
+def _column_width(field: str, title: str, values: pd.Series) -> float:
+    """Column width in characters (CJK characters count double): fits the header and the
+    values, between 8 and 40; wider for the fill-in columns, widest for the note."""
+
+    def width(text: str) -> int:
+        return len(text) + sum(ord(ch) > 0x2E7F for ch in text)
+
+    if pd.api.types.is_datetime64_any_dtype(values):
+        shown = [len(_NUMBER_FORMATS[field])]
+    else:
+        shown = values.dropna().astype(str).map(width).tolist()
+    minimum = 30 if field == "note" else 12 if field in FILL_IN_FIELDS else 8
+    return float(min(max(width(title) + 2, *(n + 2 for n in shown), minimum), 40))
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def _summary(
+    quarter: str,
+    *,
+    suspects: gpd.GeoDataFrame,
+    taskset: TaskSet,
+    offices: gpd.GeoDataFrame,
+    tiles: gpd.GeoDataFrame,
+) -> dict:
+    tasks = taskset.tasks
+    codes = list(offices["office_code"])
+    types = list(CHANGE_TYPES)
+    by_type = tasks.groupby(["office_code", "change_type"])["area_m2"].agg(["size", "sum"])
+    count = by_type["size"].unstack().reindex(index=codes, columns=types).fillna(0)
+    area = by_type["sum"].unstack().reindex(index=codes, columns=types).fillna(0.0)
+    priority = (
+        tasks.groupby(["office_code", "priority"])
+        .size()
+        .unstack()
+        .reindex(index=codes, columns=[1, 2, 3])
+        .fillna(0)
+    )
+    key_cases = tasks.groupby("office_code")["key_case"].sum().reindex(codes).fillna(0)
+    per_office = {
+        code: {
+            "office_name": name,
+            "tasks": int(count.loc[code].sum()),
+            "key_cases": int(key_cases[code]),
+            "area_m2": round(float(area.loc[code].sum()), 1),
+            "by_change_type": {
+                t: {"tasks": int(count.at[code, t]), "area_m2": round(float(area.at[code, t]), 1)}
+                for t in types
+            },
+            "by_priority": {str(p): int(priority.at[code, p]) for p in (1, 2, 3)},
+        }
+        for code, name in zip(codes, offices["office_name"], strict=True)
+    }
+
+    reason = taskset.suppressed["reason"].astype("str")
+    kind = reason.str.split(":", n=1).str[0]
+    permit_ids = reason[kind == "permit"].str.split(":", n=1).str[1]
+    unassigned_area = round(float(taskset.unassigned["area_m2"].sum()), 1)
+    warnings = []
+    if len(taskset.unassigned):
+        warnings.append(
+            f"{len(taskset.unassigned)} suspects ({unassigned_area} m²) lie outside every office "
+            f"and were not issued; see layer 'unassigned' in {quarter}.gpkg and check that the "
+            "offices cover the whole area"
+        )
+    tile_records = pd.DataFrame(tiles.drop(columns=tiles.geometry.name))
+    return {
+        "quarter": quarter,
+        "crs": suspects.crs.to_string(),
+        "totals": {
+            "suspects": len(suspects),
+            "tasks": len(tasks),
+            "key_cases": int(tasks["key_case"].sum()),
+            "area_m2": round(float(tasks["area_m2"].sum()), 1),
+            "suppressed": len(taskset.suppressed),
+            "unassigned": len(taskset.unassigned),
+        },
+        "offices": per_office,
+        "suppressed": {
+            "by_reason": {r: int((kind == r).sum()) for r in REASONS},
+            "by_permit": {k: int(v) for k, v in permit_ids.value_counts().sort_index().items()},
+        },
+        "unassigned": {"count": len(taskset.unassigned), "area_m2": unassigned_area},
+        "warnings": warnings,
+        "tiles": {
+            "count": len(tiles),
+            "records": json.loads(
+                tile_records.to_json(orient="records", date_format="iso", force_ascii=False)
+            ),
+        },
+    }
