@@ -84,8 +84,8 @@ def detect_quarter(config: Config, *, executor: Executor = Executor()) -> Change
         raise NoOverlapError(
             f"{config.file}: epochs {run.before!r} and {run.after!r} share no tile; check their sources"
         )
-    results = dict(executor.map(_detect_tile, jobs, desc=f"changes {run.before}→{run.after}"))
-    ordered = sorted(results.items(), key=lambda kv: kv[0].tile)
+    results = executor.map(_detect_tile, jobs, desc=f"changes {run.before}→{run.after}")
+    ordered = sorted(results, key=lambda pair: pair[0].tile)
     suspects = _gather_suspects([r for _, (r, _) in ordered], grid)
     tiles = _tiles_frame(grid, [(job, qa) for job, (_, qa) in ordered], before, after)
     change_set = ChangeSet(suspects=suspects, tiles=tiles)
