@@ -93,11 +93,12 @@ def demo(out: Path, size: int, seed: int, no_run: bool, executor, workers, sched
 @main.command()
 @_config_arg
 @_executor_options
+@click.option("--resume", is_flag=True, help="Skip tiles an interrupted run already finished.")
 @_lang_option
-def run(config: Path, executor, workers, scheduler, lang) -> None:
+def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
     """Run the quarterly batch: ingest both epochs, detect changes, write worklists."""
     report = batch.run(load_config(config), executor=_executor(executor, workers, scheduler),
-                       lang=lang)
+                       lang=lang, resume=resume)
     _print_report(report)
 
 
@@ -115,12 +116,13 @@ def ingest(config: Path, epoch_id: str, executor, workers, scheduler) -> None:
 @main.command()
 @_config_arg
 @_executor_options
-def changes(config: Path, executor, workers, scheduler) -> None:
+@click.option("--resume", is_flag=True, help="Skip tiles an interrupted run already finished.")
+def changes(config: Path, executor, workers, scheduler, resume) -> None:
     """Detect suspects for [run].before → [run].after from the ingested epochs."""
     from pipeline.changes import changes_path
 
     cfg = load_config(config)
-    result = batch.changes(cfg, executor=_executor(executor, workers, scheduler))
+    result = batch.changes(cfg, executor=_executor(executor, workers, scheduler), resume=resume)
     click.echo(f"{len(result.suspects)} suspects on {len(result.tiles)} tiles: {changes_path(cfg)}")
 
 

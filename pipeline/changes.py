@@ -8,6 +8,8 @@ with layers ``suspects`` and ``tiles`` (footprint and QA per tile).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from detect import DetectParams, Scene, detect_changes
 from errors import NoOverlapError
 from tiles import Grid, TileId, read_tile
 
-from .atomic import write_layers
+from .atomic import write_json, write_layers
 from .config import Config
 from .executors import Executor
 from .ingest import KINDS, EpochIndex, load_index
@@ -47,6 +49,8 @@ class _PairJob:
     before: dict[str, str]  # kind -> tile file
     after: dict[str, str]
     params: DetectParams
+    result_path: str  # where the worker records the tile's result
+    signature: str  # inputs and parameters the result was made from
 
 
 def changes_path(config: Config) -> Path:
@@ -58,8 +62,15 @@ def detect_params(config: Config) -> DetectParams:
     return DetectParams(min_area_m2=config.detect.min_area_m2)
 
 
-def detect_quarter(config: Config, *, executor: Executor = Executor()) -> ChangeSet:
-    """Detect suspects for ``[run].before → [run].after`` on every tile both epochs cover."""
+def detect_quarter(
+    config: Config, *, executor: Executor = Executor(), resume: bool = False
+) -> ChangeSet:
+    """Detect suspects for ``[run].before → [run].after`` on every tile both epochs cover.
+
+    Every tile's result is recorded under ``<work>/changes/<before>__<after>/`` as it finishes;
+    with ``resume`` the tiles already finished from the same inputs and parameters are not
+    detected again.
+    """
     run = config.require_run()
     grid = config.grid_spec
     work = config.work_dir
@@ -70,13 +81,17 @@ def detect_quarter(config: Config, *, executor: Executor = Executor()) -> Change
                 f"{config.file}: epoch {idx.epoch!r} has no ingested tiles; run `tuban ingest "
                 f"{config.file} --epoch {idx.epoch}` first"
             )
+    params = detect_params(config)
+    tile_dir = changes_path(config).with_suffix("")
     jobs = [
         _PairJob(
             grid,
             TileId.parse(name),
             _files(before, name, work),
             _files(after, name, work),
-            detect_params(config),
+            params,
+            str(tile_dir / f"{name}.json"),
+            _pair_signature(before.tiles[name], after.tiles[name], params),
         )
         for name in sorted(set(before.tiles) & set(after.tiles))
     ]
@@ -84,7 +99,10 @@ def detect_quarter(config: Config, *, executor: Executor = Executor()) -> Change
         raise NoOverlapError(
             f"{config.file}: epochs {run.before!r} and {run.after!r} share no tile; check their sources"
         )
-    results = executor.map(_detect_tile, jobs, desc=f"changes {run.before}→{run.after}")
+    done = [(job, _finished(job) if resume else None) for job in jobs]
+    todo = [job for job, result in done if result is None]
+    results = list(executor.map(_detect_tile, todo, desc=f"changes {run.before}→{run.after}"))
+    results += [(job, result) for job, result in done if result is not None]
     ordered = sorted(results, key=lambda pair: pair[0].tile)
     suspects = _gather_suspects([r for _, (r, _) in ordered], grid)
     tiles = _tiles_frame(grid, [(job, qa) for job, (_, qa) in ordered], before, after)
@@ -126,8 +144,34 @@ def _scene(files: dict[str, str]) -> Scene:
     return Scene(**layers)
 
 
+def _pair_signature(before: dict, after: dict, params: DetectParams) -> str:
+    payload = json.dumps(
+        [
+            {k: v["signature"] for k, v in before.items()},
+            {k: v["signature"] for k, v in after.items()},
+            repr(params),
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _finished(job: _PairJob) -> tuple[pd.DataFrame, dict] | None:
+    """A tile's recorded result if it was made from the same inputs and parameters."""
+    path = Path(job.result_path)
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text(encoding="utf-8"))
+    if done.get("signature") != job.signature:
+        return None
+    table = pd.DataFrame(done["objects"])
+    if len(table):
+        table["geometry"] = table["geometry"].map(bytes.fromhex)
+    return table, done["qa"]
+
+
 def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
-    """Worker: detect on one tile pair; return its objects (geometry as WKB) and its QA."""
+    """Worker: detect on one tile pair; record and return its objects (WKB) and its QA."""
     before, after = _scene(job.before), _scene(job.after)
     result = detect_changes(
         before,
@@ -140,7 +184,18 @@ def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
     if len(table):
         table["geometry"] = shapely.to_wkb(np.asarray(table["geometry"]))
     table.insert(0, "tile", job.tile.name)
-    return table, dict(result.qa)
+    qa = {k: _plain(v) for k, v in result.qa.items()}
+    objects = table.assign(geometry=table["geometry"].map(bytes.hex)) if len(table) else table
+    write_json(
+        job.result_path,
+        {"signature": job.signature, "qa": qa, "objects": objects.to_dict(orient="records")},
+    )
+    return table, qa
+
+
+def _plain(value):
+    """numpy scalars as Python numbers, for JSON."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _gather_suspects(tables: list[pd.DataFrame], grid: Grid) -> gpd.GeoDataFrame:

@@ -5,7 +5,8 @@ Layout under ``[paths].work``::
     epochs/<epoch>/<kind>/<tile>.tif   haloed tile, tiled + deflate GeoTIFF with an internal mask
     epochs/<epoch>/index.json          per tile and kind: file, valid fraction, sources, signature
 
-A tile is rewritten only when its signature (grid, band mapping and the size and mtime of every
+Each tile's record is written beside it as ``<tile>.json`` once the tile is complete, so an
+interrupted ingest resumes where it stopped. A tile is rewritten only when its signature (grid, band mapping and the size and mtime of every
 source file touching it) changed, so re-ingesting an unchanged epoch does nothing and a changed
 file re-ingests only the tiles it covers. Tiles and the index are written to a temporary file and
 renamed, so an interrupted ingest never leaves a half-written tile that a later run trusts.
@@ -186,7 +187,6 @@ def ingest_epoch(config: Config, epoch_id: str, *, executor: Executor = Executor
                 f"{plan.files[0].path}: epoch {epoch_id!r} {plan.kind} does not overlap the offices "
                 f"in {config.offices.path}; check its CRS and the offices file"
             )
-    old = load_index(work, epoch_id)
     index = EpochIndex(epoch=epoch_id)
     jobs: list[_TileJob] = []
     for tile in grid.tiles(aoi):
@@ -197,9 +197,10 @@ def ingest_epoch(config: Config, epoch_id: str, *, executor: Executor = Executor
                 continue
             signature = _signature(grid, tile, touching)
             path = store / kind / f"{tile.name}.tif"
-            prev = old.tiles.get(tile.name, {}).get(kind)
-            if prev and prev.get("signature") == signature and path.exists():
-                index.tiles.setdefault(tile.name, {})[kind] = prev
+            done = _finished(path, signature)
+            if done is not None:
+                if done:
+                    index.tiles.setdefault(tile.name, {})[kind] = done
                 continue
             jobs.append(_TileJob(grid, tile, touching, str(path), signature))
     for job, record in executor.map(_ingest_tile, jobs, desc=f"ingest {epoch_id}"):
@@ -252,19 +253,35 @@ def _ingest_tile(job: _TileJob) -> dict | None:
             valid |= take
         used += u
     assert data is not None and valid is not None
-    if not valid.any():
+    record: dict = {}
+    if valid.any():
+        write_tile(
+            job.path, data, valid, grid=job.grid, tile=job.tile, band_names=job.kind.band_names
+        )
+        record = {
+            "file": os.path.relpath(job.path, Path(job.path).parents[1]),
+            "bands": list(job.kind.band_names),
+            "dtype": str(data.dtype),
+            "valid_fraction": round(float(valid[job.grid.core_slices()].mean()), 4),
+            "sources": used,
+            "signature": job.signature,
+        }
+    else:
         Path(job.path).unlink(missing_ok=True)
+    # The sidecar is written last: its presence marks the tile as finished.
+    write_json(Path(job.path).with_suffix(".json"), {"signature": job.signature, "record": record})
+    return record or None
+
+
+def _finished(path: Path, signature: str) -> dict | None:
+    """The record of a tile finished with this signature ({} when it had no valid pixel), else None."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
         return None
-    write_tile(job.path, data, valid, grid=job.grid, tile=job.tile, band_names=job.kind.band_names)
-    core = valid[job.grid.core_slices()]
-    return {
-        "file": os.path.relpath(job.path, Path(job.path).parents[1]),
-        "bands": list(job.kind.band_names),
-        "dtype": str(data.dtype),
-        "valid_fraction": round(float(core.mean()), 4),
-        "sources": used,
-        "signature": job.signature,
-    }
+    done = json.loads(sidecar.read_text(encoding="utf-8"))
+    if done.get("signature") != signature or (done["record"] and not path.exists()):
+        return None
+    return done["record"]
 
 
 def load_index(work: Path, epoch_id: str) -> EpochIndex:
