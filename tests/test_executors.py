@@ -1,0 +1,126 @@
+"""Executors: the same outputs from serial, processes and Dask (a real scheduler and worker
+started as separate processes), and a run killed with SIGKILL that resumes to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import rasterio
+
+from pipeline import batch
+from pipeline.config import load_config
+from pipeline.demo import make_demo
+from pipeline.executors import Executor
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def small_quarter(tmp_path_factory):
+    """The 1024 px demo on 256 px tiles: 20-odd tile pairs, each quick to detect."""
+    root = tmp_path_factory.mktemp("quarter")
+    demo = make_demo(root, size=1024, seed=5)
+    text = demo.config.read_text(encoding="utf-8")
+    text = text.replace("tile_size = 1024", "tile_size = 256").replace("halo = 64", "halo = 48")
+    demo.config.write_text(text, encoding="utf-8")
+    return root
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("work", "out"))
+    return dst / "quarter.toml"
+
+
+def _outputs(config_path: Path) -> tuple[list, list, list]:
+    q = load_config(config_path)
+    gpkg = batch.quarter_dir(q) / f"{q.quarter}.gpkg"
+    suspects = gpd.read_file(gpkg, layer="suspects")
+    tasks = gpd.read_file(gpkg, layer="tasks")
+    return (
+        list(suspects["suspect_id"]),
+        [g.wkb for g in suspects.geometry],
+        list(zip(tasks["task_id"], [g.wkb for g in tasks.geometry], strict=True)),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serial_processes_and_dask_cluster_agree(small_quarter, tmp_path):
+    serial = _copy(small_quarter, tmp_path / "serial")
+    batch.run(load_config(serial), executor=Executor("serial", progress=False))
+    expected = _outputs(serial)
+    assert expected[0], "the small quarter should have suspects"
+
+    procs = _copy(small_quarter, tmp_path / "processes")
+    batch.run(load_config(procs), executor=Executor("processes", workers=2, progress=False))
+    assert _outputs(procs) == expected
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen(
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    worker = subprocess.Popen(
+        [BIN / "dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
+         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        on_dask = _copy(small_quarter, tmp_path / "dask")
+        batch.run(load_config(on_dask),
+                  executor=Executor("dask", scheduler=address, progress=False))
+        assert _outputs(on_dask) == expected
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_sigkilled_run_resumes_to_identical_outputs(small_quarter, tmp_path):
+    whole = _copy(small_quarter, tmp_path / "whole")
+    batch.run(load_config(whole), executor=Executor("serial", progress=False))
+
+    killed = _copy(small_quarter, tmp_path / "killed")
+    tile_dir = killed.parent / "work" / "changes" / "2024Q1__2024Q2"
+    proc = subprocess.Popen(
+        [BIN / "tuban", "run", str(killed), "--executor", "serial"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if tile_dir.is_dir() and len(list(tile_dir.glob("*.json"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(tile_dir.glob("*.json")))
+    # whatever the kill interrupted, every file under its final name is whole
+    for path in (killed.parent / "work").rglob("*.tif"):
+        with rasterio.open(path) as src:
+            src.read()
+    for path in (killed.parent / "work").rglob("*.json"):
+        json.loads(path.read_text(encoding="utf-8"))
+
+    result = subprocess.run(
+        [BIN / "tuban", "run", str(killed), "--resume"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert _outputs(killed) == _outputs(whole)
+    assert finished >= 3
