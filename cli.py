@@ -109,7 +109,8 @@ def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
 def ingest(config: Path, epoch_id: str, executor, workers, scheduler) -> None:
     """Put one epoch's imagery onto the grid (unchanged tiles are kept)."""
     cfg = load_config(config)
-    index = batch.ingest(cfg, epoch_id, executor=_executor(executor, workers, scheduler))
+    with _executor(executor, workers, scheduler) as ex:
+        index = batch.ingest(cfg, epoch_id, executor=ex)
     click.echo(f"{epoch_id}: {len(index.tiles)} tiles in {index.path(cfg.work_dir).parent}")
 
 
@@ -122,7 +123,8 @@ def changes(config: Path, executor, workers, scheduler, resume) -> None:
     from pipeline.changes import changes_path
 
     cfg = load_config(config)
-    result = batch.changes(cfg, executor=_executor(executor, workers, scheduler), resume=resume)
+    with _executor(executor, workers, scheduler) as ex:
+        result = batch.changes(cfg, executor=ex, resume=resume)
     click.echo(f"{len(result.suspects)} suspects on {len(result.tiles)} tiles: {changes_path(cfg)}")
 
 
@@ -149,6 +151,58 @@ def _print_report(report: batch.BatchReport) -> None:
     click.echo(f"outputs: {report.out_dir}")
     click.echo(f"  GeoPackage (open in QGIS): {report.out_dir / (report.quarter + '.gpkg')}")
     click.echo(f"  office worklists:          {report.out_dir / 'worklists'}")
+
+
+@main.command("import-results")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--register",
+    "register_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The task register ([paths] register) to update.",
+)
+@click.option("--by", help="Who imports, recorded with every change [the user name].")
+def import_results(files: tuple[Path, ...], register_path: Path, by: str | None) -> None:
+    """Check returned worklists (.xlsx, .csv, .gpkg) and apply them to the register, all or none."""
+    from pipeline.feedback import ResultsError
+    from pipeline.feedback import import_results as apply_returned
+
+    try:
+        report = apply_returned(list(files), register=register_path, by=by)
+    except ResultsError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        raise
+    click.echo(
+        f"{len(report.updated)} tasks updated, {report.unchanged} unchanged, from {report.rows} "
+        f"filled rows in {report.files} files: {register_path}"
+    )
+
+
+@main.command()
+@click.option(
+    "--register",
+    "register_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The task register ([paths] register).",
+)
+@click.option("--quarter", help="Only the tasks issued in this quarter [all quarters].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder for the CSV, XLSX and PNG [stats/ beside the register].",
+)
+@_lang_option
+def stats(register_path: Path, quarter: str | None, out: Path | None, lang: str) -> None:
+    """Per office: issued, verified (核查率), closed (办结率), overdue, open key cases, rank."""
+    from pipeline.stats import format_table
+    from pipeline.stats import stats as office_stats
+
+    report = office_stats(register_path, quarter=quarter, out_dir=out, lang=lang)  # type: ignore[arg-type]
+    click.echo(format_table(report.table, lang=lang))  # type: ignore[arg-type]
+    click.echo("written: " + ", ".join(str(f) for f in report.files))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """Run a function over many tiles: serially, in a local process pool, or on a Dask cluster.
 
-Whatever the executor, results come back to the driver (the only process that writes
+Use an executor as a context manager (or call ``close()``): its process pool or Dask client is
+started on first use and serves every stage of a run. Whatever the executor, results come back to the driver (the only process that writes
 GeoPackages) and are yielded as ``(item, result)`` pairs as they finish, under a progress bar.
 Callers that need a stable order sort by item.
 """
@@ -11,7 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from tqdm.auto import tqdm
@@ -47,6 +48,7 @@ class Executor:
     workers: int | None = None
     scheduler: str | None = None
     progress: bool = True
+    _backends: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:
@@ -80,43 +82,67 @@ class Executor:
         finally:
             bar.close()
 
+    # -- backends, started on first use and kept until close() ----------------------------------
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker pool or Dask client this executor started."""
+        for backend in reversed(list(self._backends.values())):
+            if isinstance(backend, ProcessPoolExecutor):
+                backend.shutdown(cancel_futures=True)
+            else:  # Dask client, then its LocalCluster
+                backend.close()
+        self._backends.clear()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if "pool" not in self._backends:
+            # Workers fork from a clean server process that has imported the stages once.
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["pipeline.changes", "pipeline.ingest"])
+            self._backends["pool"] = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx)
+        return self._backends["pool"]
+
+    def _client(self):
+        if "client" not in self._backends:
+            from distributed import Client, LocalCluster
+
+            if self.scheduler:
+                self._backends["client"] = Client(self.scheduler, timeout="20s")
+            else:
+                cluster = LocalCluster(
+                    n_workers=self.n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self._backends["cluster"] = cluster
+                self._backends["client"] = Client(cluster)
+        return self._backends["client"]
+
     def _map_processes(self, fn, items, bar):
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=min(self.n_workers, max(len(items), 1)), mp_context=ctx
-        ) as pool:
-            futures = {pool.submit(fn, item): item for item in items}
-            try:
-                for fut in as_completed(futures):
-                    bar.update()
-                    yield futures[fut], fut.result()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+        pool = self._pool()
+        futures = {pool.submit(fn, item): item for item in items}
+        try:
+            for fut in as_completed(futures):
+                bar.update()
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
     def _map_dask(self, fn, items, bar):
-        from distributed import Client, LocalCluster
         from distributed import as_completed as dask_completed
 
-        cluster = None
-        if self.scheduler:
-            client = Client(self.scheduler, timeout="20s")
-        else:
-            cluster = LocalCluster(
-                n_workers=self.n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            )
-            client = Client(cluster)
+        futures = self._client().map(fn, items, pure=False)
+        index = {f.key: item for f, item in zip(futures, items, strict=True)}
         try:
-            futures = client.map(fn, items, pure=False)
-            index = {f.key: item for f, item in zip(futures, items, strict=True)}
             for fut in dask_completed(futures):
                 bar.update()
                 yield index[fut.key], fut.result()
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            for fut in futures:
+                fut.cancel()
