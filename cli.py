@@ -65,7 +65,7 @@ def main() -> None:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
               help="Folder for the synthetic quarter and its outputs.")
-@click.option("--size", type=click.IntRange(min=256), default=4096, show_default=True,
+@click.option("--size", type=click.IntRange(min=1024), default=4096, show_default=True,
               help="Width and height of the area in 0.5 m pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
 @click.option("--no-run", is_flag=True, help="Only write the synthetic quarter, do not run the batch.")

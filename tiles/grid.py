@@ -160,7 +160,16 @@ class Grid:
 
     def tile_of(self, x: float, y: float) -> TileId:
         """The tile holding the point ``(x, y)`` (grid CRS metres)."""
-        return TileId(math.floor(y / self.span), math.floor(x / self.span))
+        return TileId(self._index(y), self._index(x))
+
+    def _index(self, v: float) -> int:
+        i = math.floor(v / self.span)
+        # v / span can round onto the next integer (e.g. -5e-324 / 512 == -0.0)
+        if i * self.span > v:
+            i -= 1
+        elif (i + 1) * self.span <= v:
+            i += 1
+        return i
 
     def tiles(self, bounds: Bounds) -> Iterator[TileId]:
         """Tiles whose core overlaps ``bounds``, row by row from the north-west."""
