@@ -2,9 +2,11 @@
 <qgis version="3.34.0-Prizren" styleCategories="Symbology|Labeling|Fields|Forms" labelsEnabled="1">
   <renderer-v2 type="RuleRenderer" symbollevels="0" enableorderby="0" forceraster="0">
     <rules key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c10}">
-      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c11}" symbol="0" filter="&quot;priority&quot; = 1" label="优先级 1（高）"/>
-      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c12}" symbol="1" filter="&quot;priority&quot; = 2" label="优先级 2（中）"/>
-      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c13}" symbol="2" filter="&quot;priority&quot; = 3" label="优先级 3（低）"/>
+      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c11}" symbol="0" filter="&quot;status&quot; = 'issued' AND &quot;priority&quot; = 1" label="待核查 · 优先级 1（高）"/>
+      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c12}" symbol="1" filter="&quot;status&quot; = 'issued' AND &quot;priority&quot; = 2" label="待核查 · 优先级 2（中）"/>
+      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c13}" symbol="2" filter="&quot;status&quot; = 'issued' AND &quot;priority&quot; = 3" label="待核查 · 优先级 3（低）"/>
+      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c15}" symbol="4" filter="&quot;status&quot; = 'verified'" label="已核查（待办结）"/>
+      <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c16}" symbol="5" filter="&quot;status&quot; = 'closed'" label="已办结"/>
       <rule key="{6f0c1a52-4d1e-4a43-9e0b-7a1f6f4b2c14}" symbol="3" filter="&quot;key_case&quot;" label="重点督办"/>
     </rules>
     <symbols>
@@ -57,6 +59,32 @@
             <Option name="outline_width" type="QString" value="1.2"/>
             <Option name="outline_width_unit" type="QString" value="MM"/>
             <Option name="style" type="QString" value="no"/>
+          </Option>
+        </layer>
+      </symbol>
+      <symbol type="fill" name="4" alpha="1" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+          <Option type="Map">
+            <Option name="color" type="QString" value="67,147,195,90"/>
+            <Option name="joinstyle" type="QString" value="miter"/>
+            <Option name="outline_color" type="QString" value="33,102,172,255"/>
+            <Option name="outline_style" type="QString" value="solid"/>
+            <Option name="outline_width" type="QString" value="0.4"/>
+            <Option name="outline_width_unit" type="QString" value="MM"/>
+            <Option name="style" type="QString" value="solid"/>
+          </Option>
+        </layer>
+      </symbol>
+      <symbol type="fill" name="5" alpha="1" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+          <Option type="Map">
+            <Option name="color" type="QString" value="160,160,160,70"/>
+            <Option name="joinstyle" type="QString" value="miter"/>
+            <Option name="outline_color" type="QString" value="100,100,100,255"/>
+            <Option name="outline_style" type="QString" value="solid"/>
+            <Option name="outline_width" type="QString" value="0.4"/>
+            <Option name="outline_width_unit" type="QString" value="MM"/>
+            <Option name="style" type="QString" value="solid"/>
           </Option>
         </layer>
       </symbol>

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .changes import ChangeSet, detect_quarter, read_changes
+from .chips import write_chips
 from .config import Config
 from .executors import Executor
 from .export import write_quarter
 from .ingest import EpochIndex, ingest_epoch
 from .manifest import write_manifest
+from .register import earlier_tasks, read_register, record_quarter
 from .tasks import TaskRules, TaskSet, build_tasks
 from .vectors import read_offices, read_permits
 
@@ -53,16 +55,23 @@ def ingest(config: Config, epoch_id: str, *, executor: Executor | None = None) -
     return ingest_epoch(config, epoch_id, executor=executor or Executor())
 
 
-def changes(config: Config, *, executor: Executor | None = None) -> ChangeSet:
-    """Stage 2: suspects for ``[run].before → [run].after`` from the two tile stores."""
-    return detect_quarter(config, executor=executor or Executor())
+def changes(
+    config: Config, *, executor: Executor | None = None, resume: bool = False
+) -> ChangeSet:
+    """Stage 2: suspects for ``[run].before → [run].after`` from the two tile stores.
+
+    With ``resume``, tiles finished by an earlier (interrupted) run are not detected again.
+    """
+    return detect_quarter(config, executor=executor or Executor(), resume=resume)
 
 
 def worklists(
     config: Config, *, lang: str = "zh", issued_at: datetime | None = None
 ) -> tuple[TaskSet, dict]:
-    """Stage 3: suspects → tasks (offices, permits, IDs) → the quarter's GeoPackage and worklists."""
+    """Stage 3: suspects → tasks (offices, permits, earlier tasks, IDs) → the register, the
+    quarter's GeoPackage and the office worklists with image chips."""
     grid = config.grid_spec
+    run_cfg = config.require_run()
     change_set = read_changes(config)
     offices = read_offices(
         config.resolve(config.offices.path),
@@ -81,38 +90,71 @@ def worklists(
         min_area_m2=config.detect.min_area_m2,
         permit_overlap=config.tasks.permit_overlap,
         key_case_area_m2=config.tasks.key_case_area_m2,
+        key_case_repeats=config.tasks.key_case_repeats,
+        deadline_days=config.tasks.deadline_days,
     )
+    register_path = config.resolve(config.paths.register_path)
+    issued_at = issued_at or datetime.now(UTC)
     taskset = build_tasks(
         change_set.suspects,
         offices,
         quarter=config.quarter,
         permits=permits,
         rules=rules,
-        issued_at=issued_at or datetime.now(UTC),
+        earlier=earlier_tasks(
+            read_register(register_path, missing_ok=True), quarter=config.quarter
+        ),
+        issued_at=issued_at,
+    )
+    taskset = record_quarter(
+        register_path,
+        taskset,
+        quarter=config.quarter,
+        before=run_cfg.before,
+        after=run_cfg.after,
+        offices=offices,
+        run_at=issued_at,
+    )
+    out_dir = quarter_dir(config)
+    chips = write_chips(
+        taskset.tasks,
+        grid=grid,
+        work=config.work_dir,
+        before=run_cfg.before,
+        after=run_cfg.after,
+        out_dir=out_dir / "worklists",
     )
     summary = write_quarter(
-        quarter_dir(config),
+        out_dir,
         quarter=config.quarter,
         suspects=change_set.suspects,
         taskset=taskset,
         offices=offices,
         tiles=change_set.tiles,
         lang=lang,
+        chips=chips,
     )
     return taskset, summary
 
 
-def run(config: Config, *, executor: Executor | None = None, lang: str = "zh") -> BatchReport:
-    """The whole quarterly batch for ``[run].before → [run].after``."""
+def run(
+    config: Config, *, executor: Executor | None = None, lang: str = "zh", resume: bool = False
+) -> BatchReport:
+    """The whole quarterly batch for ``[run].before → [run].after``.
+
+    Ingest always keeps tiles whose inputs did not change; ``resume`` also keeps the change
+    detection of tiles an interrupted run had finished.
+    """
     executor = executor or Executor()
     run_cfg = config.require_run()
     report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
-    for epoch_id in (run_cfg.before, run_cfg.after):
-        with _timed(report, "ingest"):
-            index = ingest(config, epoch_id, executor=executor)
-        report.counts[f"tiles_{epoch_id}"] = len(index.tiles)
-    with _timed(report, "changes"):
-        change_set = changes(config, executor=executor)
+    with executor:
+        for epoch_id in (run_cfg.before, run_cfg.after):
+            with _timed(report, "ingest"):
+                index = ingest(config, epoch_id, executor=executor)
+            report.counts[f"tiles_{epoch_id}"] = len(index.tiles)
+        with _timed(report, "changes"):
+            change_set = changes(config, executor=executor, resume=resume)
     report.counts["suspects"] = len(change_set.suspects)
     with _timed(report, "worklists"):
         taskset, _ = worklists(config, lang=lang)

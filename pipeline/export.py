@@ -5,7 +5,9 @@ Layout under ``out_dir`` (= ``<out>/<quarter>/``)::
     <quarter>.gpkg                 suspects, tasks, suppressed, offices, tiles (+ unassigned)
     worklists/<office_code>/<office_code>_<quarter>.gpkg   tasks, office
     worklists/<office_code>/<office_code>_<quarter>.csv    UTF-8 with BOM, for Excel
-    worklists/<office_code>/<office_code>_<quarter>.xlsx   dropdowns, dates, ready to print
+    worklists/<office_code>/<office_code>_<quarter>.xlsx   chips, dropdowns, dates, ready to print
+    worklists/<office_code>/<office_code>_<quarter>.html   printable evidence pack, self-contained
+    worklists/<office_code>/chips/<task_id>_{before,after}.png   (from :mod:`pipeline.chips`)
     summary.json                   counts and areas per office, suppression, unassigned, tile QA
 
 GeoPackages are version 1.2 with spatial indexes and layer descriptions, in the grid CRS, with
@@ -14,28 +16,39 @@ from :mod:`pipeline.vocab`) in the ``layer_styles`` table QGIS itself uses. Ever
 to a temporary file in its folder and renamed into place, so a failure leaves the earlier file.
 Worklist text cells starting with ``= + - @`` (or a tab or carriage return) get a leading ``'``
 so that spreadsheets do not run them as formulas.
+
+The xlsx sheet holds one row per task with its before and after chips in the last two columns
+(when chips are given); the html evidence pack (``data/worklist.html``) starts with the office's
+summary, then one card per task: chips (embedded as base64, so the file needs no network and no
+other file), location, measures and blank fields to fill in on site.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
+from string import Template
 from xml.sax.saxutils import quoteattr
 
 import geopandas as gpd
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.drawing.image import Image as SheetImage
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
 from errors import InputError
 
-from .atomic import atomic_path, write_json, write_layers
+from .atomic import atomic_path, write_json, write_layers, write_text
+from .chips import Chip
 from .tasks import TaskSet
 from .vocab import (
     ALIASES,
@@ -46,14 +59,16 @@ from .vocab import (
     LANGS,
     REASONS,
     RESULTS,
+    STATUSES,
     TASK_HEADERS,
+    WORDS,
     YES_NO,
     Lang,
     header,
     label,
 )
 
-__all__ = ["write_quarter"]
+__all__ = ["write_gpkg", "write_quarter"]
 
 _DESCRIPTIONS = {
     "suspects": "疑似变化图斑：本季度检测到的全部变化 (all change polygons detected this quarter)",
@@ -65,7 +80,13 @@ _DESCRIPTIONS = {
     "tiles": "分析瓦片及质量检查 (analysis tiles with quality checks)",
 }
 _STYLES = {"office": "offices"}  # layer -> style file stem, where they differ
-_VALUE_MAPS = {"change_type": CHANGE_TYPES, "result": RESULTS, "disposal": DISPOSALS}
+_VALUE_MAPS = {
+    "change_type": CHANGE_TYPES,
+    "result": RESULTS,
+    "disposal": DISPOSALS,
+    "status": STATUSES,
+}
+_SHEET_VALUES = ("change_type", "result", "disposal")  # value maps shown in worklist sheets
 _NUMBER_FORMATS = {
     "area_m2": "0.0",
     "height_gain_m": "0.0",
@@ -75,10 +96,12 @@ _NUMBER_FORMATS = {
     "lon": "0.0000000",
     "lat": "0.0000000",
     "issued_at": "yyyy-mm-dd hh:mm",
+    "due_at": "yyyy-mm-dd",
     **{field: "yyyy-mm-dd" for field in DATE_FIELDS},
 }
 _ROUNDING = {"area_m2": 1, "height_gain_m": 1, "score": 2}
 _FORMULA_START = r"[=+\-@\t\r]"
+_CHIP_PX = 150  # chip width and height in the sheet, pixels
 
 
 def write_quarter(
@@ -90,6 +113,7 @@ def write_quarter(
     offices: gpd.GeoDataFrame,
     tiles: gpd.GeoDataFrame,
     lang: Lang = "zh",
+    chips: Mapping[str, Chip] | None = None,
 ) -> dict:
     """Write the quarter's GeoPackage, every office's worklists and ``summary.json``.
 
@@ -110,6 +134,9 @@ def write_quarter(
         One row per analysis tile: footprint polygon and QA columns, written as they are.
     lang : {"zh", "en"}
         Language of worklist headers and labels: Chinese, or the English field names and codes.
+    chips : mapping, optional
+        ``task_id`` -> :class:`pipeline.chips.Chip`, as from :func:`pipeline.chips.write_chips`,
+        shown in the xlsx and html worklists; without it they show no images.
 
     Returns
     -------
@@ -134,17 +161,26 @@ def write_quarter(
         layers["unassigned"] = taskset.unassigned
     summary = _summary(quarter, suspects=suspects, taskset=taskset, offices=offices, tiles=tiles)
 
-    _write_gpkg(out_dir / f"{quarter}.gpkg", layers)
+    write_gpkg(out_dir / f"{quarter}.gpkg", layers)
     table = _worklist_table(taskset.tasks, lang=lang)
-    for code in offices["office_code"]:
+    for code, name in zip(offices["office_code"], offices["office_name"], strict=True):
         stem = out_dir / "worklists" / code / f"{code}_{quarter}"
         mine = (taskset.tasks["office_code"] == code).to_numpy()
-        _write_gpkg(
+        write_gpkg(
             stem.with_suffix(".gpkg"),
             {"tasks": taskset.tasks[mine], "office": offices[offices["office_code"] == code]},
         )
         _write_csv(stem.with_suffix(".csv"), table[mine], lang=lang)
-        _write_xlsx(stem.with_suffix(".xlsx"), table[mine], lang=lang)
+        _write_xlsx(stem.with_suffix(".xlsx"), table[mine], lang=lang, chips=chips)
+        _write_html(
+            stem.with_suffix(".html"),
+            taskset.tasks[mine],
+            office=(code, name),
+            quarter=quarter,
+            summary=summary["offices"][code],
+            lang=lang,
+            chips=chips or {},
+        )
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -152,13 +188,24 @@ def write_quarter(
 # --- GeoPackage -------------------------------------------------------------------------------
 
 
-def _write_gpkg(path: Path, layers: dict[str, gpd.GeoDataFrame]) -> None:
-    """Write ``layers`` (name -> frame) and their default QGIS styles to one GeoPackage 1.2."""
+def write_gpkg(
+    path: str | os.PathLike,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    *,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``layers`` with their default QGIS styles, and ``tables``, to one GeoPackage 1.2.
+
+    Layers named like a style in ``data/`` (``tasks``, ``suspects``, ``offices``...) get it,
+    with Chinese field aliases; ``descriptions`` add to or override the built-in layer
+    descriptions. The file is written atomically (:func:`pipeline.atomic.write_layers`).
+    """
     write_layers(
         path,
         layers,
-        descriptions={**_DESCRIPTIONS, "layer_styles": "QGIS layer styles"},
-        tables={"layer_styles": _layer_styles(layers)},
+        descriptions={**_DESCRIPTIONS, "layer_styles": "QGIS layer styles", **(descriptions or {})},
+        tables={**(tables or {}), "layer_styles": _layer_styles(dict(layers))},
     )
 
 
@@ -219,7 +266,8 @@ def _worklist_table(tasks: gpd.GeoDataFrame, *, lang: Lang) -> pd.DataFrame:
     """Tasks as shown to offices: worklist columns, labels in ``lang``, naive UTC datetimes,
     rounded measures and text that spreadsheets will not run as formulas."""
     table = pd.DataFrame(tasks[list(TASK_HEADERS)]).reset_index(drop=True)
-    for field, vocabulary in _VALUE_MAPS.items():
+    for field in _SHEET_VALUES:
+        vocabulary = _VALUE_MAPS[field]
         table[field] = table[field].map({c: label(vocabulary, c, lang=lang) for c in vocabulary})
     table["key_case"] = table["key_case"].map(
         {True: label(YES_NO, "yes", lang=lang), False: label(YES_NO, "no", lang=lang)}
@@ -251,15 +299,20 @@ def _write_csv(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
         )
 
 
-def _write_xlsx(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
-    """Write ``table`` as one formatted sheet with dropdowns for the fill-in columns."""
+def _write_xlsx(
+    path: Path, table: pd.DataFrame, *, lang: Lang, chips: Mapping[str, Chip] | None
+) -> None:
+    """Write ``table`` as one formatted sheet with dropdowns for the fill-in columns and, with
+    ``chips``, each task's before and after chips in two last columns."""
     wb = Workbook()
     ws = wb.active
-    ws.title = "核查任务" if lang == "zh" else "tasks"
+    ws.title = label(WORDS, "tasks", lang=lang)
     fields = list(table.columns)
     ws.append([header(field, lang=lang) for field in fields])
     for row in table.astype(object).where(table.notna(), None).itertuples(index=False, name=None):
         ws.append(row)
+    if chips is not None:
+        _add_chips(ws, table["task_id"], chips, first_col=len(fields) + 1, lang=lang)
     last_row = max(len(table), 1) + 1
     for col, field in enumerate(fields, start=1):
         letter = get_column_letter(col)
@@ -277,7 +330,7 @@ def _write_xlsx(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
             validation.add(f"{letter}2:{letter}{last_row}")
             ws.add_data_validation(validation)
     ws.freeze_panes = "B2"
-    ws.auto_filter.ref = f"A1:{get_column_letter(len(fields))}{len(table) + 1}"
+    ws.auto_filter.ref = f"A1:{get_column_letter(ws.max_column)}{len(table) + 1}"
     ws.print_title_rows = "1:1"
     ws.page_setup.orientation = "landscape"
     ws.page_setup.paperSize = ws.PAPERSIZE_A4
@@ -287,6 +340,31 @@ def _write_xlsx(path: Path, table: pd.DataFrame, *, lang: Lang) -> None:
     ws.oddFooter.center.text = "&P / &N"
     with atomic_path(path) as tmp:
         wb.save(tmp)
+
+
+def _add_chips(
+    ws, task_ids: pd.Series, chips: Mapping[str, Chip], *, first_col: int, lang: Lang
+) -> None:
+    """Put each task's before and after chip in its row, in columns ``first_col`` and next."""
+    for offset, (side, word) in enumerate((("before", "before image"), ("after", "after image"))):
+        col = first_col + offset
+        letter = get_column_letter(col)
+        title = ws.cell(row=1, column=col, value=label(WORDS, word, lang=lang))
+        title.font = Font(bold=True)
+        title.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+        title.fill = PatternFill("solid", fgColor="D9D9D9")
+        ws.column_dimensions[letter].width = _CHIP_PX / 7 + 1
+        for row, task_id in enumerate(task_ids, start=2):
+            chip = chips.get(task_id)
+            png = getattr(chip, side) if chip is not None else None
+            if png is None:
+                ws.cell(row=row, column=col, value=label(WORDS, "no image", lang=lang))
+                continue
+            image = SheetImage(str(png))
+            image.width = image.height = _CHIP_PX
+            ws.add_image(image, f"{letter}{row}")
+    for row in range(2, len(task_ids) + 2):
+        ws.row_dimensions[row].height = _CHIP_PX * 0.75 + 4  # points
 
 
 def _validation(field: str, *, lang: Lang) -> DataValidation | None:
@@ -329,6 +407,156 @@ def _column_width(field: str, title: str, values: pd.Series) -> float:
         shown = values.dropna().astype(str).map(width).tolist()
     minimum = 30 if field == "note" else 12 if field in FILL_IN_FIELDS else 8
     return float(min(max(width(title) + 2, *(n + 2 for n in shown), minimum), 40))
+
+
+# --- evidence pack (html) --------------------------------------------------------------------
+
+_CARD_FACTS = (
+    "change_type",
+    "area_m2",
+    "height_gain_m",
+    "score",
+    "prior_task_id",
+    "issued_at",
+    "due_at",
+)
+_DECIMALS = {"area_m2": 1, "height_gain_m": 1, "score": 2, "x": 2, "y": 2, "lon": 6, "lat": 6}
+
+
+def _write_html(
+    path: Path,
+    tasks: gpd.GeoDataFrame,
+    *,
+    office: tuple[str, str],
+    quarter: str,
+    summary: dict,
+    lang: Lang,
+    chips: Mapping[str, Chip],
+) -> None:
+    """Write an office's printable evidence pack: its summary, then a card per task."""
+    code, name = office
+    title = (
+        f"{name}（{code}）{quarter} {WORDS['worklist']}"
+        if lang == "zh"
+        else f"{name} ({code}) {quarter} worklist"
+    )
+    cards = [
+        _html_card(task, chips.get(task["task_id"]), lang=lang) for task in tasks.to_dict("records")
+    ]
+    page = Template(files("data").joinpath("worklist.html").read_text(encoding="utf-8"))
+    write_text(
+        path,
+        page.substitute(
+            lang="zh-CN" if lang == "zh" else "en",
+            title=html.escape(title),
+            summary=_html_summary(tasks, summary, quarter=quarter, lang=lang),
+            cards="\n".join(cards),
+        ),
+    )
+
+
+def _html_summary(tasks: gpd.GeoDataFrame, summary: dict, *, quarter: str, lang: Lang) -> str:
+    """The office's totals, its tasks by change type and by priority, as html tables."""
+    word = lambda key: html.escape(label(WORDS, key, lang=lang))  # noqa: E731
+    head = lambda field: html.escape(header(field, lang=lang))  # noqa: E731
+    due = tasks["due_at"].min() if len(tasks) else pd.NaT
+    totals = [
+        (word("quarter"), html.escape(quarter)),
+        (word("number of tasks"), str(summary["tasks"])),
+        (head("key_case"), str(summary["key_cases"])),
+        (head("area_m2"), f"{summary['area_m2']:.1f}"),
+        (head("due_at"), _shown("due_at", due, lang=lang)),
+    ]
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in totals)
+    by_type = "".join(
+        f"<tr><td>{html.escape(label(CHANGE_TYPES, t, lang=lang))}</td><td>{v['tasks']}</td>"
+        f"<td>{v['area_m2']:.1f}</td></tr>"
+        for t, v in summary["by_change_type"].items()
+        if v["tasks"]
+    )
+    by_priority = "".join(
+        f"<tr><td>{p}</td><td>{n}</td></tr>" for p, n in summary["by_priority"].items()
+    )
+    return (
+        f"<table>{rows}</table>"
+        f"<table><tr><th>{head('change_type')}</th><th>{word('number of tasks')}</th>"
+        f"<th>{head('area_m2')}</th></tr>{by_type}</table>"
+        f"<table><tr><th>{head('priority')}</th><th>{word('number of tasks')}</th></tr>"
+        f"{by_priority}</table>"
+    )
+
+
+def _html_card(task: dict, chip: Chip | None, *, lang: Lang) -> str:
+    """One task's card: ID and badges, before/after chips, facts, location, fields to fill."""
+    head = lambda field: html.escape(header(field, lang=lang))  # noqa: E731
+    badges = f'<span class="badge p{task["priority"]}">{head("priority")} {task["priority"]}</span>'
+    if task["key_case"]:
+        badges += f'<span class="badge key">{head("key_case")}</span>'
+    figures = "".join(
+        _html_figure(
+            getattr(chip, side) if chip else None,
+            getattr(chip, f"{side}_kind") if chip else None,
+            side,
+            lang=lang,
+        )
+        for side in ("before", "after")
+    )
+    facts = "".join(
+        f"<tr><td>{head(field)}</td><td>{_shown(field, task[field], lang=lang)}</td></tr>"
+        for field in _CARD_FACTS
+    )
+    where = (
+        f"X {_shown('x', task['x'], lang=lang)} · Y {_shown('y', task['y'], lang=lang)} · "
+        f"{head('lon')} {_shown('lon', task['lon'], lang=lang)} · "
+        f"{head('lat')} {_shown('lat', task['lat'], lang=lang)}"
+    )
+    facts += f"<tr><td>{html.escape(label(WORDS, 'location', lang=lang))}</td><td>{where}</td></tr>"
+    fill = "".join(
+        f"<tr><td>{head(field)}</td><td>{_blank(field, lang=lang)}</td></tr>"
+        for field in FILL_IN_FIELDS
+    )
+    return (
+        f'<article class="card"><header><h2>{html.escape(task["task_id"])}</h2>'
+        f"<div>{badges}</div></header>"
+        f'<div class="chips">{figures}</div>'
+        f'<table class="facts">{facts}</table>'
+        f'<table class="fill">{fill}</table></article>'
+    )
+
+
+def _html_figure(png: Path | None, kind: str | None, side: str, *, lang: Lang) -> str:
+    caption = label(WORDS, side, lang=lang)
+    if png is None or kind is None:
+        body = f'<div class="none">{html.escape(label(WORDS, "no image", lang=lang))}</div>'
+    else:
+        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+        body = f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        caption += f" · {label(WORDS, kind, lang=lang)}"
+    return f"<figure>{body}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _blank(field: str, *, lang: Lang) -> str:
+    """An empty fill-in cell; the choices to tick for ``result`` and ``disposal``."""
+    vocabulary = {"result": RESULTS, "disposal": DISPOSALS}.get(field)
+    if vocabulary is None:
+        return ""
+    spans = "".join(
+        f"<span>{html.escape(label(vocabulary, c, lang=lang))}</span>" for c in vocabulary
+    )
+    return f'<div class="choices">{spans}</div>'
+
+
+def _shown(field: str, value, *, lang: Lang) -> str:
+    """``value`` of ``field`` as html text: labels in ``lang``, rounded numbers, dates."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if field in _VALUE_MAPS:
+        return html.escape(label(_VALUE_MAPS[field], value, lang=lang))
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M UTC" if field == "issued_at" else "%Y-%m-%d")
+    if field in _DECIMALS:
+        return f"{value:.{_DECIMALS[field]}f}"
+    return html.escape(str(value))
 
 
 # --- summary ----------------------------------------------------------------------------------

@@ -18,13 +18,17 @@ __all__ = [
     "CHANGE_TYPES",
     "DATE_FIELDS",
     "DISPOSALS",
+    "EVENTS",
     "FILL_IN_FIELDS",
     "HEADER_FIELDS",
     "LANGS",
     "Lang",
     "REASONS",
     "RESULTS",
+    "STATS_HEADERS",
+    "STATUSES",
     "TASK_HEADERS",
+    "WORDS",
     "YES_NO",
     "accepted",
     "header",
@@ -66,8 +70,25 @@ YES_NO: dict[str, str] = {"yes": "是", "no": "否"}
 REASONS: dict[str, str] = {
     "permit": "已有审批",
     "below_min_area": "面积过小",
+    "persisting": "前期任务未办结",
+    "demolition_observed": "违法建设已拆除",
 }
 """Why a suspect was not issued (the part of ``reason`` before any ``:``)."""
+
+STATUSES: dict[str, str] = {
+    "issued": "待核查",
+    "verified": "已核查",
+    "closed": "已办结",
+}
+"""Where a task stands (``status``): no ``result`` yet, a ``result``, a ``closed_at`` date."""
+
+EVENTS: dict[str, str] = {
+    "issued": "下发",
+    "still_present": "仍存在",
+    "demolition_observed": "监测到拆除",
+    "returned": "核查结果回填",
+}
+"""What the register's ``status_history`` records about a task (``event``)."""
 
 TASK_HEADERS: dict[str, str] = {
     "task_id": "任务编号",
@@ -86,6 +107,7 @@ TASK_HEADERS: dict[str, str] = {
     "lon": "经度",
     "lat": "纬度",
     "issued_at": "下发时间(UTC)",
+    "due_at": "办结期限",
     "result": "核查结果",
     "disposal": "处置结果",
     "verified_at": "核查日期",
@@ -113,8 +135,44 @@ ALIASES: dict[str, str] = {
     "suspect_id": "图斑编号",
     "tile": "瓦片",
     "reason": "未下发原因",
+    "status": "状态",
+    "last_seen": "最近发现季度",
+    "demolition_observed": "监测到拆除季度",
 }
 """Chinese aliases of every field tuban writes to its layers (QGIS shows them as column names)."""
+
+STATS_HEADERS: dict[str, str] = {
+    "office_code": "街道代码",
+    "office_name": "街道名称",
+    "issued": "下发",
+    "verified": "已核查",
+    "verify_rate": "核查率",
+    "closed": "已办结",
+    "close_rate": "办结率",
+    "overdue": "逾期未办结",
+    "open_key_cases": "重点督办未办结",
+    "rank": "排名",
+}
+"""Columns of the per-office statistics, with their Chinese headers."""
+
+WORDS: dict[str, str] = {
+    "worklist": "核查任务清单",
+    "tasks": "核查任务",
+    "number of tasks": "任务数",
+    "quarter": "季度",
+    "before": "变化前",
+    "after": "变化后",
+    "before image": "变化前影像",
+    "after image": "变化后影像",
+    "drone": "无人机",
+    "satellite": "卫星",
+    "no image": "无影像",
+    "location": "位置",
+    "all offices": "全部街道",
+    "all quarters": "全部季度",
+    "rates": "核查率与办结率",
+}
+"""Other words on worklists and evidence packs (the English label is the key)."""
 
 HEADER_FIELDS: dict[str, str] = {
     **{field: field for field in TASK_HEADERS},

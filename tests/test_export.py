@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from importlib.resources import files
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -15,9 +20,11 @@ import pandas as pd
 import pyogrio
 import pytest
 import shapely
+from PIL import Image
 
 import pipeline.export
 from errors import InputError
+from pipeline.chips import Chip
 from pipeline.export import write_quarter
 from pipeline.tasks import build_tasks
 from pipeline.vocab import CHANGE_TYPES, DISPOSALS, RESULTS, TASK_HEADERS
@@ -31,7 +38,7 @@ def box(x0, y0, x1, y1):
     return shapely.box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def quarter_inputs():
     """Offices A, B (with a name that looks like a formula) and C (no tasks); five suspects."""
     offices = gpd.GeoDataFrame(
@@ -74,9 +81,10 @@ def quarter_inputs():
     return {"suspects": suspects, "taskset": taskset, "offices": offices, "tiles": tiles}
 
 
-@pytest.fixture
-def written(tmp_path, quarter_inputs):
-    out = tmp_path / "out" / QUARTER
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, quarter_inputs):
+    """The quarter written once, in Chinese, for the tests that only read it."""
+    out = tmp_path_factory.mktemp("out") / QUARTER
     summary = write_quarter(out, quarter=QUARTER, **quarter_inputs)
     return out, summary
 
@@ -299,7 +307,12 @@ def test_summary(written):
     assert summary["offices"]["B"]["by_priority"] == {"1": 1, "2": 0, "3": 0}
     assert summary["offices"]["C"]["tasks"] == 0
     assert summary["suppressed"] == {
-        "by_reason": {"permit": 1, "below_min_area": 1},
+        "by_reason": {
+            "permit": 1,
+            "below_min_area": 1,
+            "persisting": 0,
+            "demolition_observed": 0,
+        },
         "by_permit": {"P9": 1},
     }
     assert summary["unassigned"] == {"count": 1, "area_m2": 400.0}
@@ -345,3 +358,145 @@ def test_a_failed_write_leaves_the_earlier_outputs(written, quarter_inputs, monk
 def test_unknown_language_is_refused(tmp_path, quarter_inputs):
     with pytest.raises(InputError, match="'fr'"):
         write_quarter(tmp_path, quarter=QUARTER, lang="fr", **quarter_inputs)
+
+
+# --- evidence packs and image chips ------------------------------------------------------------
+
+
+def chip_pngs(folder, taskset):
+    """A before (grey) and after (white) PNG per task, as pipeline.chips would write them."""
+    chips = {}
+    for task_id, code in zip(taskset.tasks["task_id"], taskset.tasks["office_code"], strict=True):
+        paths = []
+        for side, level in (("before", 90), ("after", 250)):
+            path = folder / code / "chips" / f"{task_id}_{side}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (60, 60), (level, level, level)).save(path)
+            paths.append(path)
+        chips[task_id] = Chip(paths[0], paths[1], "satellite", "drone")
+    return chips
+
+
+def test_html_evidence_pack_without_chips(written):
+    out, _ = written
+    for code in ("A", "B", "C"):
+        assert worklist(out, code, "html").is_file()
+    page = worklist(out, "A", "html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    assert "甲街道（A）2024Q1 核查任务清单" in page
+    assert page.count('<article class="card">') == 1 and "2024Q1-A-0001" in page
+    assert page.count("无影像") == 2
+    assert "新增建筑" in page and "400.0" in page
+    assert all(zh in page for zh in RESULTS.values()) and all(
+        zh in page for zh in DISPOSALS.values()
+    )
+    assert "http://" not in page and "https://" not in page and 'src="data:' not in page
+    # text from the inputs is escaped
+    b_page = worklist(out, "B", "html").read_text(encoding="utf-8")
+    assert "=HYPERLINK(&quot;x&quot;)" in b_page and '=HYPERLINK("x")' not in b_page
+    assert worklist(out, "C", "html").read_text(encoding="utf-8").count("<article") == 0
+
+
+def test_chips_are_embedded_in_xlsx_and_html(tmp_path, quarter_inputs):
+    out = tmp_path / QUARTER
+    chips = chip_pngs(out / "worklists", quarter_inputs["taskset"])
+    write_quarter(out, quarter=QUARTER, chips=chips, **quarter_inputs)
+    sheet = openpyxl.load_workbook(worklist(out, "A", "xlsx")).active
+    headers = [c.value for c in sheet[1]]
+    assert headers == [*TASK_HEADERS.values(), "变化前影像", "变化后影像"]
+    anchors = sorted((image.anchor._from.col, image.anchor._from.row) for image in sheet._images)
+    first_image_col = len(TASK_HEADERS)  # zero-based column of 变化前影像
+    assert anchors == [(first_image_col, 1), (first_image_col + 1, 1)]  # row 2 of the sheet
+    assert sheet.row_dimensions[2].height > 100
+    assert sheet.auto_filter.ref == f"A1:{openpyxl.utils.get_column_letter(len(headers))}2"
+
+    page = worklist(out, "A", "html").read_text(encoding="utf-8")
+    before = base64.b64encode(chips["2024Q1-A-0001"].before.read_bytes()).decode()
+    assert f'src="data:image/png;base64,{before}"' in page
+    assert "变化前 · 卫星" in page and "变化后 · 无人机" in page
+    english = tmp_path / "en"
+    write_quarter(english, quarter=QUARTER, chips=chips, lang="en", **quarter_inputs)
+    en_page = worklist(english, "A", "html").read_text(encoding="utf-8")
+    assert "after · drone" in en_page and "illegal" in en_page and '<html lang="en">' in en_page
+    assert [c.value for c in openpyxl.load_workbook(worklist(english, "A", "xlsx")).active[1]][
+        -2:
+    ] == ["before image", "after image"]
+
+
+def test_due_date_column(written):
+    out, _ = written
+    sheet = openpyxl.load_workbook(worklist(out, "A", "xlsx")).active
+    headers = [c.value for c in sheet[1]]
+    due = sheet.cell(row=2, column=headers.index("办结期限") + 1)
+    assert due.value == datetime(2024, 5, 31, 8, 30) and due.number_format == "yyyy-mm-dd"
+
+
+# --- QGIS opens the styled GeoPackage ----------------------------------------------------------
+
+_QGIS_CHECK = """
+import json, sys
+from qgis.core import QgsApplication, QgsVectorLayer
+
+
+def describe(path, name):
+    layer = QgsVectorLayer(path + "|layername=" + name, name, "ogr")
+    fields = layer.fields()
+    out = {
+        "valid": layer.isValid(),
+        "renderer": layer.renderer().type(),
+        "aliases": {f.name(): layer.attributeAlias(i) for i, f in enumerate(fields)},
+        "widgets": {f.name(): layer.editorWidgetSetup(i).type() for i, f in enumerate(fields)},
+        "types": {f.name(): f.typeName() for f in fields},
+        "crs": layer.crs().authid(),
+    }
+    if out["renderer"] == "RuleRenderer":
+        out["rules"] = [r.filterExpression() for r in layer.renderer().rootRule().children()]
+    return out
+
+
+app = QgsApplication([], False)
+app.initQgis()
+print(json.dumps({name: describe(sys.argv[1], name) for name in ("tasks", "suspects", "offices")}))
+app.exitQgis()
+"""
+
+
+def _qgis_python():
+    """A Python that can import PyQGIS (this one, or Debian's), or None."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        if (
+            Path(python).exists()
+            and subprocess.run(
+                [python, "-c", "import qgis.core"], capture_output=True, env=_qgis_env()
+            ).returncode
+            == 0
+        ):
+            return python
+    return None
+
+
+def _qgis_env():
+    return {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+
+
+@pytest.mark.skipif(_qgis_python() is None, reason="PyQGIS is not installed (Debian: qgis)")
+def test_qgis_applies_the_default_styles(written):
+    out, _ = written
+    run = subprocess.run(
+        [_qgis_python(), "-c", _QGIS_CHECK, str(out / f"{QUARTER}.gpkg")],
+        capture_output=True,
+        text=True,
+        env=_qgis_env(),
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    layers = json.loads(run.stdout.strip().splitlines()[-1])
+    tasks, suspects = layers["tasks"], layers["suspects"]
+    assert all(layer["valid"] and layer["crs"] == GRID for layer in layers.values())
+    assert suspects["renderer"] == "categorizedSymbol"
+    assert tasks["renderer"] == "RuleRenderer"
+    assert any('"status"' in rule for rule in tasks["rules"])
+    assert any('"priority"' in rule for rule in tasks["rules"])
+    assert tasks["aliases"]["task_id"] == "任务编号" and tasks["aliases"]["result"] == "核查结果"
+    assert tasks["widgets"]["result"] == "ValueMap" and tasks["widgets"]["status"] == "ValueMap"
+    assert tasks["types"]["issued_at"].lower() == "datetime"

@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from conftest import REALDATA
 
 from detect import estimate_shift
 from detect.align import registration_image
@@ -18,8 +19,6 @@ from pipeline.config import load_config
 from pipeline.executors import Executor
 from pipeline.ingest import load_index
 from tiles import read_tile
-
-from conftest import REALDATA
 
 JOPLIN = REALDATA / "xView2-Joplin"
 pytestmark = [

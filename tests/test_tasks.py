@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 import rasterio.crs
@@ -484,3 +485,133 @@ def test_vocabulary_round_trips_both_languages():
     for field, zh in TASK_HEADERS.items():
         assert HEADER_FIELDS[field] == field and HEADER_FIELDS[zh] == field
     assert list(TASK_HEADERS)[0] == "task_id" and TASK_HEADERS["result"] == "核查结果"
+
+
+# --- earlier tasks: persisting, repeated, demolished -------------------------------------------
+
+
+def earlier(rows):
+    """rows: (task_id, geometry, result, closed) -> an earlier-tasks frame as the register has."""
+    ids, geoms, results, closed = zip(*rows, strict=True)
+    return gpd.GeoDataFrame(
+        {
+            "task_id": list(ids),
+            "result": list(results),
+            "closed_at": [pd.Timestamp("2024-05-01", tz="UTC") if c else pd.NaT for c in closed],
+        },
+        geometry=list(geoms),
+        crs=GRID,
+    )
+
+
+def test_suspect_at_an_open_task_is_linked_not_issued():
+    s = suspects(
+        [
+            ("again", box(10, 10, 30, 30), "extension", 0.8),
+            ("sliver", box(49, 10, 70, 30), "new_building", 0.9),  # 1 m of 21 inside: not linked
+            ("new", box(60, 60, 80, 80), "new_building", 0.9),
+        ]
+    )
+    prior = earlier([("Q0-A-0001", box(12, 12, 50, 30), None, False)])
+    ts = build_tasks(s, offices_ab(), quarter="Q1", earlier=prior, issued_at=ISSUED)
+    held = ts.suppressed.set_index("suspect_id")
+    assert held.loc["again", "reason"] == "persisting:Q0-A-0001"
+    assert held.loc["again", "prior_task_id"] == "Q0-A-0001"
+    assert held.loc["again", "office_code"] == "A"
+    assert sorted(ts.tasks["suspect_id"]) == ["new", "sliver"]
+    assert ts.tasks["prior_task_id"].isna().all()
+    # the persisting suspect takes no number
+    assert sorted(ts.tasks["task_id"]) == ["Q1-A-0001", "Q1-A-0002"]
+
+
+def test_suspect_at_a_closed_task_is_a_new_linked_task_and_repeats_make_key_cases():
+    s = suspects(
+        [
+            ("back", box(10, 10, 20, 20), "new_building", 0.5),  # 100 m², otherwise priority 3
+            ("cleared", box(60, 10, 70, 20), "land_clearing", 0.5),
+        ]
+    )
+    prior = earlier(
+        [
+            ("Q0-A-0001", box(10, 10, 20, 20), "illegal", True),
+            ("Q0-A-0002", box(60, 10, 70, 20), "false_positive", True),
+        ]
+    )
+    ts = build_tasks(s, offices_ab(), quarter="Q1", earlier=prior, issued_at=ISSUED)
+    tasks = ts.tasks.set_index("suspect_id")
+    assert tasks["prior_task_id"].to_dict() == {"back": "Q0-A-0001", "cleared": "Q0-A-0002"}
+    # a closed illegal case that comes back is a key case (重点督办), priority 1
+    assert tasks.loc["back", "key_case"] and tasks.loc["back", "priority"] == 1
+    assert not tasks.loc["cleared", "key_case"]
+    # two repeats needed: no key case
+    rules = TaskRules(key_case_repeats=2)
+    again = build_tasks(s, offices_ab(), quarter="Q1", earlier=prior, rules=rules, issued_at=ISSUED)
+    assert not again.tasks.set_index("suspect_id").loc["back", "key_case"]
+
+
+def test_demolition_of_an_illegal_case_is_evidence_not_a_task():
+    s = suspects(
+        [
+            ("gone", box(10, 10, 20, 20), "demolition", 0.8),
+            ("gone_legal", box(60, 10, 70, 20), "demolition", 0.8),
+        ]
+    )
+    prior = earlier(
+        [
+            ("Q0-A-0001", box(10, 10, 20, 20), "illegal", False),
+            ("Q0-A-0002", box(60, 10, 70, 20), "legal", True),
+        ]
+    )
+    ts = build_tasks(s, offices_ab(), quarter="Q1", earlier=prior, issued_at=ISSUED)
+    assert ts.suppressed[["suspect_id", "reason", "prior_task_id"]].values.tolist() == [
+        ["gone", "demolition_observed:Q0-A-0001", "Q0-A-0001"]
+    ]
+    # a demolition at a closed task that was not illegal is a new task, linked to it
+    assert ts.tasks[["suspect_id", "prior_task_id"]].values.tolist() == [
+        ["gone_legal", "Q0-A-0002"]
+    ]
+
+
+def test_permit_and_min_area_win_over_earlier_tasks():
+    s = suspects(
+        [
+            ("permitted", box(10, 10, 20, 20), "new_building", 0.9),
+            ("tiny", box(60, 10, 63, 13), "new_building", 0.9),
+        ]
+    )
+    prior = earlier(
+        [
+            ("Q0-A-0001", box(10, 10, 20, 20), None, False),
+            ("Q0-A-0002", box(60, 10, 63, 13), None, False),
+        ]
+    )
+    p = permits([("P1", box(0, 0, 30, 30))])
+    ts = build_tasks(s, offices_ab(), quarter="Q1", permits=p, earlier=prior, issued_at=ISSUED)
+    held = ts.suppressed.set_index("suspect_id")
+    assert held["reason"].to_dict() == {"permitted": "permit:P1", "tiny": "below_min_area"}
+    assert held["prior_task_id"].isna().all()
+
+
+def test_earlier_tasks_in_another_crs_and_without_fields():
+    s = suspects([("again", box(10, 10, 30, 30), "extension", 0.8)])
+    prior = earlier([("Q0-A-0001", box(10, 10, 30, 30), None, False)]).to_crs("EPSG:4490")
+    ts = build_tasks(s, offices_ab(), quarter="Q1", earlier=prior, issued_at=ISSUED)
+    assert ts.suppressed["reason"].tolist() == ["persisting:Q0-A-0001"]
+    with pytest.raises(InputError, match="closed_at"):
+        build_tasks(
+            s, offices_ab(), quarter="Q1", earlier=prior.drop(columns="closed_at"), issued_at=ISSUED
+        )
+
+
+def test_due_date_and_status():
+    s = suspects([("s", box(40, 40, 60, 60), "new_building", 0.9)])
+    ts = build_tasks(
+        s, offices_ab(), quarter="Q1", rules=TaskRules(deadline_days=45), issued_at=ISSUED
+    )
+    row = ts.tasks.iloc[0]
+    assert row["due_at"] == pd.Timestamp("2024-05-16 08:00", tz="UTC")
+    assert row["status"] == "issued"
+    with pytest.raises(ConfigError, match="deadline_days = 0"):
+        TaskRules(deadline_days=0)
+    with pytest.raises(ConfigError, match="link_overlap"):
+        TaskRules(link_overlap=0)

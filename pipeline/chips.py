@@ -1,0 +1,228 @@
+"""Image chips: each task's place before and after, as small PNGs with its outline drawn.
+
+A chip is a square around the task: its larger side plus ``margin`` of it on every side, at
+least ``min_extent_m`` wide, snapped to the grid's pixels. It is read from the epochs' tile
+stores (``<work>/epochs/<epoch>/<kind>/<tile>.tif``), core by core from every tile it touches,
+so a task on a tile edge gets one seamless chip. Drone imagery is used where it covers at least
+``drone_cover`` of the chip, satellite red/green/blue otherwise. Each chip is stretched to 8 bit
+between the 2nd and 98th percentiles of its valid pixels (all three bands together, so colours
+keep their balance), scaled to ``size`` pixels, and the task's outline is drawn on it. Pixels
+without data are light grey.
+
+Chips are written to ``<out_dir>/<office_code>/chips/<task_id>_{before,after}.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from PIL import Image, ImageDraw
+from rasterio.windows import Window
+
+from tiles import Bounds, Grid, TileId
+
+from .atomic import atomic_path
+from .ingest import EpochIndex, load_index
+
+__all__ = ["Chip", "ChipOptions", "write_chips"]
+
+_RGB = ("red", "green", "blue")
+_NO_DATA = 230
+_OUTLINE = (255, 32, 32)
+_HALO = (255, 255, 255)  # under the outline, so that it shows on red roofs too
+
+
+@dataclass(frozen=True)
+class ChipOptions:
+    """How chips are cut and drawn.
+
+    Attributes
+    ----------
+    size : int
+        Width and height of a chip in pixels.
+    margin : float
+        Share of the task's larger side added around it on every side.
+    min_extent_m : float
+        Smallest chip width in metres (small tasks are shown with their surroundings).
+    drone_cover : float
+        Share (0-1] of a chip that drone imagery must cover to be used instead of satellite.
+    """
+
+    size: int = 240
+    margin: float = 0.5
+    min_extent_m: float = 30.0
+    drone_cover: float = 0.95
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A task's chips: PNG paths and the kind of imagery each shows (``drone``, ``satellite``),
+    None where an epoch has no imagery of the place."""
+
+    before: Path | None
+    after: Path | None
+    before_kind: str | None
+    after_kind: str | None
+
+
+def write_chips(
+    tasks: gpd.GeoDataFrame,
+    *,
+    grid: Grid,
+    work: str | os.PathLike,
+    before: str,
+    after: str,
+    out_dir: str | os.PathLike,
+    options: ChipOptions = ChipOptions(),
+) -> dict[str, Chip]:
+    """Write before and after chips of every task.
+
+    Parameters
+    ----------
+    tasks : geopandas.GeoDataFrame
+        ``task_id``, ``office_code`` and polygons (any CRS; chips are cut in the grid's).
+    grid : tiles.Grid
+        The analysis grid of the tile stores.
+    work : str or os.PathLike
+        ``[paths].work``, holding ``epochs/<epoch>/``.
+    before, after : str
+        The epochs shown.
+    out_dir : str or os.PathLike
+        The quarter's ``worklists/`` folder.
+    options : ChipOptions
+        Size, margin and imagery choice.
+
+    Returns
+    -------
+    dict
+        ``task_id`` -> :class:`Chip`.
+    """
+    work, out_dir = Path(work), Path(out_dir)
+    geoms = tasks.to_crs(grid.rio_crs).geometry.to_numpy()
+    boxes = _chip_boxes(geoms, grid=grid, options=options)
+    folders = [out_dir / code / "chips" for code in tasks["office_code"]]
+    shown: dict[str, list] = {}
+    with ExitStack() as stack:
+        for label, epoch in (("before", before), ("after", after)):
+            reader = _Reader(work, load_index(work, epoch), grid, stack)
+            shown[label] = [
+                _write_chip(reader, box, geom, folder / f"{task_id}_{label}.png", options=options)
+                for task_id, box, geom, folder in zip(
+                    tasks["task_id"], boxes, geoms, folders, strict=True
+                )
+            ]
+    return {
+        task_id: Chip(b[0], a[0], b[1], a[1])
+        for task_id, b, a in zip(tasks["task_id"], shown["before"], shown["after"], strict=True)
+    }
+
+
+def _chip_boxes(geoms: np.ndarray, *, grid: Grid, options: ChipOptions) -> list[Bounds]:
+    """Square chip bounds around each geometry, snapped outwards to grid pixels."""
+    res = grid.resolution
+    x0, y0, x1, y1 = shapely.bounds(geoms).T
+    side = np.maximum(np.maximum(x1 - x0, y1 - y0) * (1 + 2 * options.margin), options.min_extent_m)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    n = np.ceil(side / res)
+    left = np.floor((cx - n * res / 2) / res) * res
+    bottom = np.floor((cy - n * res / 2) / res) * res
+    return [
+        Bounds(float(lft), float(btm), float(lft + k * res), float(btm + k * res))
+        for lft, btm, k in zip(left, bottom, n, strict=True)
+    ]
+
+
+class _Reader:
+    """Reads red/green/blue of a box from one epoch's tile store, keeping tiles open."""
+
+    def __init__(self, work: Path, index: EpochIndex, grid: Grid, stack: ExitStack):
+        self.store = work / "epochs" / index.epoch
+        self.index = index
+        self.grid = grid
+        self.stack = stack
+        self.open: dict[Path, rasterio.DatasetReader] = {}
+
+    def read(self, box: Bounds, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb (3, n, n), valid (n, n) bool)`` of ``box`` from ``kind`` tiles."""
+        res = self.grid.resolution
+        n = round((box.right - box.left) / res)
+        rgb = np.zeros((3, n, n), dtype=np.float32)
+        valid = np.zeros((n, n), dtype=bool)
+        for tile in self.grid.tiles(box):
+            record = self.index.tiles.get(tile.name, {}).get(kind)
+            part = self.grid.bounds(tile).intersection(box)
+            if record is None or part is None:
+                continue
+            src = self._dataset(self.store / record["file"])
+            bands = [list(record["bands"]).index(name) + 1 for name in _RGB]
+            window = self._window(tile, part)
+            rows = slice(round((box.top - part.top) / res), round((box.top - part.bottom) / res))
+            cols = slice(round((part.left - box.left) / res), round((part.right - box.left) / res))
+            rgb[:, rows, cols] = src.read(bands, window=window)
+            valid[rows, cols] = src.read_masks(1, window=window) > 0
+        return rgb, valid
+
+    def _window(self, tile: TileId, part: Bounds) -> Window:
+        outer = self.grid.bounds(tile, halo=True)
+        res = self.grid.resolution
+        return Window(
+            col_off=round((part.left - outer.left) / res),
+            row_off=round((outer.top - part.top) / res),
+            width=round((part.right - part.left) / res),
+            height=round((part.top - part.bottom) / res),
+        )
+
+    def _dataset(self, path: Path) -> rasterio.DatasetReader:
+        if path not in self.open:
+            self.open[path] = self.stack.enter_context(rasterio.open(path))
+        return self.open[path]
+
+
+def _write_chip(
+    reader: _Reader, box: Bounds, geom: shapely.Geometry, path: Path, *, options: ChipOptions
+) -> tuple[Path | None, str | None]:
+    """Write one chip (drone if it covers the box, else satellite); ``(path, kind)`` or Nones."""
+    for kind, enough in (("drone", options.drone_cover), ("satellite", 0.0)):
+        rgb, valid = reader.read(box, kind)
+        if valid.any() and valid.mean() >= enough:
+            break
+    else:
+        return None, None
+    image = Image.fromarray(_stretched(rgb, valid)).resize(
+        (options.size, options.size), Image.Resampling.BILINEAR
+    )
+    _draw_outline(image, geom, box)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=3)
+    return path, kind
+
+
+def _stretched(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``rgb (3, n, n)`` as ``(n, n, 3)`` uint8, 2-98 % of the valid pixels stretched to 0-255."""
+    lo, hi = np.percentile(rgb[:, valid], [2, 98])
+    scaled = np.clip((rgb - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    scaled[:, ~valid] = _NO_DATA
+    return np.ascontiguousarray(np.moveaxis(scaled, 0, -1))
+
+
+def _draw_outline(image: Image.Image, geom: shapely.Geometry, box: Bounds) -> None:
+    """Draw the rings of ``geom`` (grid CRS) on ``image`` covering ``box``, red on white."""
+    scale = image.width / (box.right - box.left)
+    width = max(2, math.ceil(image.width / 160))
+    draw = ImageDraw.Draw(image)
+    rings = shapely.get_rings(shapely.get_parts(geom))
+    pixels = [
+        (shapely.get_coordinates(ring) - (box.left, box.top)) * (scale, -scale) for ring in rings
+    ]
+    lines = [list(map(tuple, xy.tolist())) for xy in pixels]
+    for colour, extra in ((_HALO, 2), (_OUTLINE, 0)):
+        for line in lines:
+            draw.line(line, fill=colour, width=width + extra, joint="curve")
