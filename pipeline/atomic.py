@@ -33,6 +33,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     os.unlink(tmp)  # writers such as GDAL want to create the file themselves
     try:
         yield Path(tmp)
+        with open(tmp, "rb+") as fh:  # one flush to disk before the rename, not one per write
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -52,7 +54,7 @@ def write_layers(
     tables after the layers (e.g. QGIS's ``layer_styles``).
     """
     descriptions = descriptions or {}
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _gdal_options(OGR_SQLITE_SYNCHRONOUS="OFF"):
         for n, (name, frame) in enumerate(layers.items()):
             multi = bool((frame.geom_type == "MultiPolygon").any())
             pyogrio.write_dataframe(
@@ -77,6 +79,17 @@ def write_layers(
                 driver="GPKG",
                 layer_options={"FID": "id", "DESCRIPTION": descriptions.get(name, name)},
             )
+
+
+@contextmanager
+def _gdal_options(**options: str) -> Iterator[None]:
+    """Set GDAL configuration options for the block (the temporary file is synced once at the end)."""
+    old = {key: pyogrio.get_gdal_config_option(key) for key in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(old)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
