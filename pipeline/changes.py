@@ -255,6 +255,8 @@ def _tiles_frame(
             for kind in KINDS:
                 entry = idx.tiles.get(job.tile.name, {}).get(kind)
                 rec[f"{label}_{kind}_valid"] = float(entry["valid_fraction"]) if entry else 0.0
+            entry = idx.tiles.get(job.tile.name, {}).get("satellite") or {}
+            rec[f"{label}_cloud_share"] = float(entry.get("cloud_share", 0.0))
         rec.update({k: v for k, v in qa.items() if isinstance(v, (int, float, bool, str))})
         records.append(rec)
     geoms = [shapely.box(*grid.bounds(job.tile)) for job, _ in rows]

@@ -3,7 +3,9 @@
 Layout under ``[paths].work``::
 
     epochs/<epoch>/<kind>/<tile>.tif   haloed tile, tiled + deflate GeoTIFF with an internal mask
-    epochs/<epoch>/index.json          per tile and kind: file, valid fraction, sources, signature
+    epochs/<epoch>/<kind>/<tile>.json  the tile's record, written once the tile is complete
+    epochs/<epoch>/index.json          per tile and kind: file, bounds, valid fraction, cloud share
+                                       (satellite), sources used, input signature, file SHA-256
 
 Each tile's record is written beside it as ``<tile>.json`` once the tile is complete, so an
 interrupted ingest resumes where it stopped. A tile is rewritten only when its signature (grid, band mapping and the size and mtime of every
@@ -20,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detect.qa import cloud_share
 from errors import ConfigError, InputError, NoOverlapError
 from tiles import Bounds, Grid, SourceInfo, TileId, describe_source, read_onto_tile, write_tile
 
@@ -254,6 +257,7 @@ def _ingest_tile(job: _TileJob) -> dict | None:
         used += u
     assert data is not None and valid is not None
     record: dict = {}
+    core = job.grid.core_slices()
     if valid.any():
         write_tile(
             job.path, data, valid, grid=job.grid, tile=job.tile, band_names=job.kind.band_names
@@ -262,10 +266,22 @@ def _ingest_tile(job: _TileJob) -> dict | None:
             "file": os.path.relpath(job.path, Path(job.path).parents[1]),
             "bands": list(job.kind.band_names),
             "dtype": str(data.dtype),
-            "valid_fraction": round(float(valid[job.grid.core_slices()].mean()), 4),
+            "valid_fraction": round(float(valid[core].mean()), 4),
             "sources": used,
             "signature": job.signature,
+            "bounds": list(job.grid.bounds(job.tile)),
+            "sha256": hashlib.sha256(Path(job.path).read_bytes()).hexdigest(),
         }
+        if job.kind.kind == "satellite":
+            record["cloud_share"] = round(
+                cloud_share(
+                    data[(slice(None), *core)],
+                    job.kind.band_names,
+                    valid[core],
+                    pixel_size=job.grid.resolution,
+                ),
+                4,
+            )
     else:
         Path(job.path).unlink(missing_ok=True)
     # The sidecar is written last: its presence marks the tile as finished.
