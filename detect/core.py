@@ -1,0 +1,226 @@
+"""Change detection on one tile: two scenes and an Affine in, change objects out.
+
+:func:`detect_changes` validates the scenes, pairs and co-registers their layers, normalises the
+later epoch, computes and fuses the cues, segments the score and describes each object that the
+tile owns. :func:`change_mask` runs the same steps on a plain image pair and returns the mask of
+the objects kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+
+from errors import InputError
+
+from .cues import Cues, compute_cues
+from .objects import classify, object_stats, polygons, segment
+from .pairs import Pair, prepare_pairs
+from .params import DetectParams
+from .scene import Scene, check_pair, layers
+
+__all__ = ["TileResult", "change_mask", "detect_changes"]
+
+#: Per-object cue means carried into the result: statistic name -> column name.
+_CUE_COLUMNS = {
+    "spectral": "spectral_z",
+    "structure": "structure_change",
+    "vegetation_before": "vegetation_before",
+    "vegetation_after": "vegetation_after",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class TileResult:
+    """The change objects a tile owns, as columns, and the tile's QA.
+
+    Attributes
+    ----------
+    geometry : list of shapely.Polygon, length k
+        Outlines in the CRS of the transform.
+    area_m2 : ndarray of float64, shape (k,)
+        Pixel area of each object, m².
+    score : ndarray of float64, shape (k,)
+        Mean fused score over the object, 0..1.
+    change_type : ndarray of str (object), shape (k,)
+        One of :data:`detect.CHANGE_TYPES`.
+    height_gain_m : ndarray of float64, shape (k,)
+        Mean height change (negative = loss), m; NaN unless DSMs of both epochs cover most of
+        the object.
+    x, y : ndarray of float64, shape (k,)
+        Centroid in CRS coordinates.
+    cues : dict of str to ndarray of float64, shape (k,)
+        Per-object cue means: ``spectral_z``, ``structure_change``, ``vegetation_before``,
+        ``vegetation_after`` (vegetated shares).
+    qa : dict of str to float, bool or str
+        ``compared`` (layer pairs compared, comma separated), ``valid_fraction`` (share of the
+        tile compared), ``cloud_fraction`` (share of compared pixels under cloud, haze or cloud
+        shadow in either epoch), ``shift_row_px``, ``shift_col_px``, ``shift_confidence`` and
+        ``shift_applied`` of the most confident pair, and the same four prefixed with each
+        pair's kind (e.g. ``drone_shift_row_px``).
+    """
+
+    geometry: list[shapely.Polygon]
+    area_m2: np.ndarray
+    score: np.ndarray
+    change_type: np.ndarray
+    height_gain_m: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    cues: dict[str, np.ndarray]
+    qa: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.geometry)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per object: ``geometry``, ``change_type``, ``area_m2``, ``height_gain_m``,
+        ``score``, ``x``, ``y`` and the cue columns; ready for ``geopandas.GeoDataFrame``."""
+        columns = {
+            "change_type": self.change_type,
+            "area_m2": self.area_m2,
+            "height_gain_m": self.height_gain_m,
+            "score": self.score,
+            "x": self.x,
+            "y": self.y,
+            **self.cues,
+        }
+        return [
+            {"geometry": geom, **{k: _plain(v[i]) for k, v in columns.items()}}
+            for i, geom in enumerate(self.geometry)
+        ]
+
+
+def detect_changes(
+    before: Scene,
+    after: Scene,
+    *,
+    transform: Affine,
+    params: DetectParams = DetectParams(),
+    core: tuple[slice, slice] | None = None,
+) -> TileResult:
+    """Find the changes between two epochs of one (haloed) tile.
+
+    Parameters
+    ----------
+    before, after : Scene
+        The two epochs on the same grid; any mix of satellite, drone and DSM layers.
+    transform : Affine, keyword-only
+        Pixel to CRS transform of the haloed tile (north-up; pixel size in metres).
+    params : DetectParams, keyword-only
+    core : tuple of slice, keyword-only
+        (rows, cols) of the tile proper inside the haloed arrays. An object is returned only if
+        its centroid lies in the core, so an object crossing a tile edge belongs to exactly one
+        tile. None keeps every object.
+
+    Returns
+    -------
+    TileResult
+
+    Raises
+    ------
+    errors.InputError
+        Malformed scenes, epochs of different shapes or a degenerate transform.
+    """
+    labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
+    pixel_area = abs(transform.determinant)
+    kept = {name: values[keep - 1] for name, values in stats.items()}
+    xs, ys = transform * (kept["col"], kept["row"])
+    covered = kept["height_cover"] >= 0.5
+    return TileResult(
+        geometry=polygons(labels, keep, transform=transform),
+        area_m2=kept["pixels"] * pixel_area,
+        score=kept["score"],
+        change_type=classify(kept, params=params),
+        height_gain_m=np.where(covered, kept["height_change"], np.nan),
+        x=np.asarray(xs, np.float64),
+        y=np.asarray(ys, np.float64),
+        cues={column: kept[name] for name, column in _CUE_COLUMNS.items()},
+        qa=_qa(pairs, cues),
+    )
+
+
+def change_mask(
+    before: Scene,
+    after: Scene,
+    *,
+    pixel_size: float = 0.5,
+    params: DetectParams = DetectParams(),
+) -> np.ndarray:
+    """The pixels of the change objects :func:`detect_changes` would report, as a mask.
+
+    For plain (not georeferenced) image pairs, e.g. ``Scene(satellite=rgb, satellite_bands=
+    ("red", "green", "blue"))`` from two PNGs.
+
+    Parameters
+    ----------
+    before, after : Scene
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    ndarray of bool, shape (h, w)
+    """
+    if not pixel_size > 0:
+        raise InputError(f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5")
+    transform = Affine(pixel_size, 0.0, 0.0, 0.0, -pixel_size, 0.0)
+    labels, keep, _, _, _ = _detect(before, after, transform, params, None)
+    return np.isin(labels, keep)
+
+
+def _detect(
+    before: Scene,
+    after: Scene,
+    transform: Affine,
+    params: DetectParams,
+    core: tuple[slice, slice] | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], Cues, list[Pair]]:
+    """Validate -> pair -> cues -> segment -> statistics; ids (1-based) of the kept objects."""
+    shape = check_pair(before, after)
+    pixel_size = _pixel_size(transform)
+    pairs = prepare_pairs(layers(before), layers(after), pixel_size=pixel_size, params=params)
+    cues = compute_cues(pairs, shape, pixel_size=pixel_size, params=params)
+    labels, n = segment(cues.score, pixel_size=pixel_size, params=params)
+    stats = object_stats(labels, n, cues, pixel_size=pixel_size)
+    keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
+    if core is not None:
+        rows, cols = (range(*s.indices(size)) for s, size in zip(core, shape, strict=True))
+        keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
+        keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
+    return labels, np.flatnonzero(keep) + 1, stats, cues, pairs
+
+
+def _pixel_size(transform: Affine) -> float:
+    size = float(np.sqrt(abs(transform.determinant)))
+    if not np.isfinite(size) or size <= 0:
+        raise InputError(f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine")
+    return size
+
+
+def _qa(pairs: list[Pair], cues: Cues) -> dict[str, Any]:
+    compared = int(cues.valid.sum())
+    qa: dict[str, Any] = {
+        "compared": ",".join(p.kind for p in pairs),
+        "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
+        "cloud_fraction": float(cues.cloud[cues.valid].mean()) if compared else 0.0,
+    }
+    best = max(pairs, key=lambda p: p.shift.confidence, default=None)
+    for prefix, pair in [("", best)] + [(f"{p.kind}_", p) for p in pairs]:
+        if pair is None:
+            continue
+        qa[f"{prefix}shift_row_px"] = pair.shift.row
+        qa[f"{prefix}shift_col_px"] = pair.shift.col
+        qa[f"{prefix}shift_confidence"] = pair.shift.confidence
+        qa[f"{prefix}shift_applied"] = pair.shift.applied
+    return qa
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python scalars (strings stay strings)."""
+    return value.item() if isinstance(value, np.generic) else value

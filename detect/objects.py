@@ -1,0 +1,222 @@
+"""From a score map to change objects: segmentation, per-object statistics, type and polygon.
+
+Statistics are label reductions (:func:`numpy.bincount` over the label image), so the cost does
+not grow with the number of objects; polygons are traced only for the objects that survive the
+area and ownership filters, each on its own bounding box.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import disk
+
+from .cues import Cues
+from .params import DetectParams
+
+__all__ = ["CHANGE_TYPES", "ChangeType", "classify", "object_stats", "polygons", "segment"]
+
+ChangeType = Literal["new_building", "extension", "demolition", "land_clearing", "other"]
+CHANGE_TYPES: tuple[ChangeType, ...] = (
+    "new_building",
+    "extension",
+    "demolition",
+    "land_clearing",
+    "other",
+)
+
+#: Share of an object's pixels that must carry a cue for the object to carry it.
+_MAJORITY = 0.5
+#: Height (m) above the object's own before-height that makes a neighbour an existing building.
+_RAISED_M = 2.5
+#: Share of the ring around an object that must be shadow (or an existing building) to count.
+_SHADOW_SHARE = 0.1
+#: Width (m) of the ring around an object searched for shadows and existing buildings.
+_RING_M = 1.0
+#: Polygon simplification tolerance, in pixels.
+_SIMPLIFY_PX = 0.5
+
+
+def segment(score: np.ndarray, *, pixel_size: float, params: DetectParams) -> tuple[np.ndarray, int]:
+    """Hysteresis threshold, opening, closing and hole filling of a score map, then labels.
+
+    Parameters
+    ----------
+    score : ndarray of float32, shape (h, w)
+        Change score in [0, 1].
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (h, w)
+        0 for background, 1..n for the 4-connected objects (before any area filter).
+    n : int
+    """
+    mask = apply_hysteresis_threshold(score, params.score_low, params.score_high)
+    open_px = int(round(params.open_m / pixel_size))
+    close_px = int(round(params.close_m / pixel_size))
+    if open_px:
+        mask = ndi.binary_opening(mask, disk(open_px))
+    if close_px:
+        mask = ndi.binary_closing(mask, disk(close_px), border_value=0)
+    mask = ndi.binary_fill_holes(mask)
+    labels, n = ndi.label(mask)
+    return labels.astype(np.int32), int(n)
+
+
+def object_stats(
+    labels: np.ndarray, n: int, cues: Cues, *, pixel_size: float
+) -> dict[str, np.ndarray]:
+    """Per-object statistics by label reductions.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (h, w)
+        Object labels 1..n, 0 for background.
+    n : int
+    cues : Cues
+    pixel_size : float, keyword-only
+        Metres per pixel.
+
+    Returns
+    -------
+    dict of str to ndarray of float64, shape (n,)
+        Over the object: ``pixels`` (count), ``row`` and ``col`` (centroid, pixel-centre
+        coordinates), ``score``, ``spectral`` and ``structure`` (means),
+        ``vegetation_before`` and ``vegetation_after`` (shares), ``height_cover`` (share with
+        a height change), ``height_change`` (mean over covered pixels, m; NaN if none).
+        Over a ring ``_RING_M`` wide around it: ``shadow_before`` and ``shadow_after``
+        (shares in shadow in that epoch only) and ``raised_neighbours`` (share that stood
+        ``_RAISED_M`` above the object before and still stands; NaN without DSMs).
+    """
+    at = np.flatnonzero(labels.ravel())
+    ids = labels.ravel()[at]
+    rows, cols = np.divmod(at, labels.shape[1])
+    height = cues.height.ravel()[at]
+    covered = np.isfinite(height)
+    stats = {
+        "pixels": np.bincount(ids, minlength=n + 1)[1:].astype(np.float64),
+        "row": _mean(ids, n, rows + 0.5),
+        "col": _mean(ids, n, cols + 0.5),
+        "score": _mean(ids, n, cues.score.ravel()[at]),
+        "spectral": _mean(ids, n, cues.spectral.ravel()[at]),
+        "structure": _mean(ids, n, cues.structure.ravel()[at]),
+        "vegetation_before": _mean(ids, n, cues.vegetation_before.ravel()[at]),
+        "vegetation_after": _mean(ids, n, cues.vegetation_after.ravel()[at]),
+        "height_cover": _mean(ids, n, covered),
+        "height_change": _mean(ids, n, np.nan_to_num(height), where=covered),
+    }
+    width = 2 * max(1, int(round(_RING_M / pixel_size))) + 1
+    grown = ndi.grey_dilation(labels, size=(width, width))
+    ring = np.flatnonzero((labels.ravel() == 0) & (grown.ravel() > 0))
+    ring_ids = grown.ravel()[ring]
+    stats["shadow_before"] = _mean(ring_ids, n, cues.shadow_before.ravel()[ring])
+    stats["shadow_after"] = _mean(ring_ids, n, cues.shadow_after.ravel()[ring])
+    if np.isfinite(cues.height_before).any():
+        own = np.nan_to_num(_mean(ids, n, np.nan_to_num(cues.height_before.ravel()[at])))
+        before = cues.height_before.ravel()[ring]
+        change = np.nan_to_num(cues.height.ravel()[ring], nan=np.inf)
+        standing = (before - own[ring_ids - 1] >= _RAISED_M) & (np.abs(change) < _RAISED_M)
+        stats["raised_neighbours"] = _mean(ring_ids, n, standing)
+    else:
+        stats["raised_neighbours"] = np.full(n, np.nan)
+    return stats
+
+
+def classify(stats: dict[str, np.ndarray], *, params: DetectParams) -> np.ndarray:
+    """The change type of each object from its statistics.
+
+    Where DSMs of both epochs cover the object, height decides: a gain makes a
+    ``new_building``, or an ``extension`` when an existing building that still stands touches
+    it; a loss makes a ``demolition`` (``land_clearing`` where vegetation stood). Without
+    height, a new shadow cast next to the object makes a ``new_building``, a shadow gone from
+    beside it a ``demolition``, and vegetation turned bare a ``land_clearing``. The rest is
+    ``other``.
+
+    Parameters
+    ----------
+    stats : dict of str to ndarray, shape (n,)
+        From :func:`object_stats`.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    ndarray of str (object), shape (n,)
+    """
+    out = np.full(stats["pixels"].size, "other", dtype=object)
+    dh = np.nan_to_num(stats["height_change"])
+    has_height = stats["height_cover"] >= _MAJORITY
+    veg_before = stats["vegetation_before"] >= _MAJORITY
+    veg_after = stats["vegetation_after"] >= _MAJORITY
+    rise = has_height & (dh >= params.height_change_m[0])
+    fall = has_height & (dh <= -params.height_change_m[0])
+    cast = ~has_height & (stats["shadow_after"] >= _SHADOW_SHARE)
+    lifted = ~has_height & (stats["shadow_before"] >= _SHADOW_SHARE)
+    attached = np.nan_to_num(stats["raised_neighbours"]) >= _SHADOW_SHARE
+    # Later rules override earlier ones: the most specific evidence last.
+    out[veg_before & ~veg_after] = "land_clearing"
+    out[lifted & ~cast] = "demolition"
+    out[cast & ~lifted] = "new_building"
+    out[fall] = np.where(veg_before[fall], "land_clearing", "demolition")
+    out[rise] = np.where(attached[rise], "extension", "new_building")
+    return out
+
+
+def polygons(
+    labels: np.ndarray, ids: np.ndarray, *, transform: Affine
+) -> list[shapely.Polygon]:
+    """Polygons (CRS coordinates) of the given objects, traced on their bounding boxes.
+
+    Parameters
+    ----------
+    labels : ndarray of int32, shape (h, w)
+        Object labels.
+    ids : ndarray of int, shape (k,)
+        Labels to trace.
+    transform : Affine, keyword-only
+        Pixel to CRS transform of ``labels``.
+
+    Returns
+    -------
+    list of shapely.Polygon
+        One per id, simplified by half a pixel (topology kept).
+    """
+    boxes = ndi.find_objects(labels)
+    tolerance = _SIMPLIFY_PX * abs(transform.a)
+    out = []
+    for i in ids:
+        rows, cols = boxes[i - 1]
+        inside = labels[rows, cols] == i
+        box_transform = transform * Affine.translation(cols.start, rows.start)
+        parts = [
+            shapely.geometry.shape(geom)
+            for geom, _ in rasterio.features.shapes(
+                inside.astype(np.uint8), mask=inside, transform=box_transform
+            )
+        ]
+        polygon = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+        out.append(polygon.simplify(tolerance, preserve_topology=True))
+    return out
+
+
+def _mean(
+    ids: np.ndarray, n: int, values: np.ndarray, *, where: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean of ``values`` per label 1..n (NaN for a label with no pixel), float64 (n,)."""
+    weights = values.astype(np.float64)
+    count = np.bincount(
+        ids, weights=None if where is None else where.astype(np.float64), minlength=n + 1
+    )[1:]
+    if where is not None:
+        weights = np.where(where, weights, 0.0)
+    total = np.bincount(ids, weights=weights, minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count

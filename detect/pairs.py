@@ -1,0 +1,153 @@
+"""Pair the layers of two epochs, co-register them and normalise the later one onto the earlier.
+
+Layers of the same kind are compared (satellite with satellite on their common bands, drone with
+drone, DSM with DSM). When the epochs share no optical kind, a drone orthomosaic is compared with
+a satellite image on their common colour bands; the radiometric fit bridges the two sensors.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .align import Shift, apply_shift, estimate_shift, registration_image
+from .indices import vegetated
+from .params import DetectParams
+from .radiometry import fit_gain_offset
+from .scene import Layer, LayerKind
+
+__all__ = ["Pair", "prepare_pairs"]
+
+
+class Pair(NamedTuple):
+    """One layer of each epoch on the same bands, the after epoch moved onto the before epoch.
+
+    ``before`` and ``after`` are float32 (n, h, w) in the before epoch's units (DN, 0..255 or
+    metres); ``valid`` (h, w) marks pixels valid in both epochs after the shift; ``gain`` and
+    ``offset`` (n,) map the raw after values onto the before epoch (a DSM gets gain 1 and a
+    vertical offset).
+    """
+
+    kind: str
+    bands: tuple[str, ...]
+    before: np.ndarray
+    after: np.ndarray
+    valid: np.ndarray
+    shift: Shift
+    gain: np.ndarray
+    offset: np.ndarray
+
+
+def prepare_pairs(
+    before: dict[LayerKind, Layer],
+    after: dict[LayerKind, Layer],
+    *,
+    pixel_size: float,
+    params: DetectParams,
+) -> list[Pair]:
+    """Match, co-register and normalise the layers two epochs have in common.
+
+    Parameters
+    ----------
+    before, after : dict of str to Layer
+        The epochs' layers (see :func:`detect.scene.layers`).
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    list of Pair
+        Optical pairs first, the DSM pair (kind ``"dsm"``) last; empty when the epochs have
+        nothing in common.
+    """
+    pairs = []
+    for kind_b, kind_a, bands in _matches(before, after):
+        b, a = before[kind_b], after[kind_a]
+        index_b = [b.bands.index(n) for n in bands]
+        index_a = [a.bands.index(n) for n in bands]
+        pairs.append(
+            _prepare(
+                kind_b if kind_b == kind_a else f"{kind_b}-{kind_a}",
+                bands,
+                b.data[index_b],
+                b.valid,
+                a.data[index_a],
+                a.valid,
+                max_shift_px=params.max_shift_m / pixel_size,
+                params=params,
+            )
+        )
+    return pairs
+
+
+def _matches(
+    before: dict[LayerKind, Layer], after: dict[LayerKind, Layer]
+) -> list[tuple[LayerKind, LayerKind, tuple[str, ...]]]:
+    """(before kind, after kind, common bands) of the layer pairs to compare."""
+    out: list[tuple[LayerKind, LayerKind, tuple[str, ...]]] = []
+    for kind in ("satellite", "drone"):
+        if kind in before and kind in after:
+            bands = _common(before[kind].bands, after[kind].bands)
+            if bands:
+                out.append((kind, kind, bands))
+    if not out:
+        for kind_b, kind_a in (("drone", "satellite"), ("satellite", "drone")):
+            if kind_b in before and kind_a in after:
+                bands = _common(before[kind_b].bands, after[kind_a].bands)
+                if bands:
+                    out.append((kind_b, kind_a, bands))
+                    break
+    if "dsm" in before and "dsm" in after:
+        out.append(("dsm", "dsm", ("height",)))
+    return out
+
+
+def _steady(
+    before: np.ndarray,
+    after: np.ndarray,
+    bands: tuple[str, ...],
+    valid: np.ndarray,
+    params: DetectParams,
+) -> np.ndarray:
+    """Valid pixels without vegetation in either epoch (vegetation changes with the season),
+    or all valid pixels when fewer than a tenth of them are bare."""
+    veg_before, veg_after = vegetated(before, bands, params=params), vegetated(after, bands, params=params)
+    if veg_before is None or veg_after is None:
+        return valid
+    bare = valid & ~veg_before[0] & ~veg_after[0]
+    return bare if bare.sum() >= 0.1 * valid.sum() else valid
+
+
+def _common(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in first if n in second)
+
+
+def _prepare(
+    kind: str,
+    bands: tuple[str, ...],
+    before: np.ndarray,
+    valid_before: np.ndarray,
+    after: np.ndarray,
+    valid_after: np.ndarray,
+    *,
+    max_shift_px: float,
+    params: DetectParams,
+) -> Pair:
+    both = valid_before & valid_after
+    shift = estimate_shift(registration_image(before, both), registration_image(after, both))
+    if shift.confidence >= params.min_shift_confidence and shift.magnitude <= max_shift_px:
+        shift = Shift(shift.row, shift.col, shift.confidence, applied=True)
+        after, valid_after = apply_shift(after, valid_after, shift)
+        both = valid_before & valid_after
+    if kind == "dsm":
+        gain = np.ones(1)
+        rise = (after[0] - before[0])[both]
+        offset = -np.array([np.median(rise[::16])]) if rise.size else np.zeros(1)
+    else:
+        gain, offset = fit_gain_offset(before, after, _steady(before, after, bands, both, params))
+    normalised = (after * gain[:, None, None].astype(np.float32)) + offset[
+        :, None, None
+    ].astype(np.float32)
+    return Pair(kind, bands, before, normalised, both, shift, gain, offset)

@@ -1,0 +1,186 @@
+"""What one epoch looks like on one tile, and the checks that two epochs can be compared.
+
+A :class:`Scene` holds the arrays that ingest read onto one (haloed) tile of the analysis grid:
+any of a multispectral satellite image, a drone orthomosaic (RGB) and a DSM. :func:`layers`
+turns a scene into uniform :class:`Layer` records (float32 data with NaN/inf and invalid pixels
+replaced, plus a boolean valid mask), which is what the rest of ``detect`` works on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from errors import InputError
+
+__all__ = ["DRONE_BANDS", "Layer", "LayerKind", "Scene", "check_pair", "layers"]
+
+LayerKind = Literal["satellite", "drone", "dsm"]
+
+#: Sampling step (px) of the pixels whose median fills invalid pixels.
+_STEP = 4
+
+#: Band order of :attr:`Scene.drone`.
+DRONE_BANDS: tuple[str, ...] = ("red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One epoch on one (haloed) tile; every array is (h, w) or (n, h, w), all on the same grid.
+
+    Attributes
+    ----------
+    satellite : ndarray of float32, shape (n, h, w), optional
+        Raw digital numbers (uint16 DN cast to float), ``n >= 1`` bands.
+    satellite_bands : tuple of str
+        One name per satellite band, e.g. ``("blue", "green", "red", "nir")``. The names
+        ``red``, ``green``, ``blue`` and ``nir`` enable the colour and vegetation cues.
+    satellite_valid : ndarray of bool, shape (h, w), optional
+        True where the satellite image has data; None means every finite pixel.
+    drone : ndarray of float32, shape (3, h, w), optional
+        Drone orthomosaic resampled to the grid, RGB in 0..255.
+    drone_valid : ndarray of bool, shape (h, w), optional
+        True where the orthomosaic has data; None means every finite pixel.
+    dsm : ndarray of float32, shape (h, w), optional
+        Digital surface model, metres.
+    dsm_valid : ndarray of bool, shape (h, w), optional
+        True where the DSM has data; None means every finite pixel.
+    """
+
+    satellite: np.ndarray | None = None
+    satellite_bands: tuple[str, ...] = ()
+    satellite_valid: np.ndarray | None = None
+    drone: np.ndarray | None = None
+    drone_valid: np.ndarray | None = None
+    dsm: np.ndarray | None = None
+    dsm_valid: np.ndarray | None = None
+
+
+class Layer(NamedTuple):
+    """One source of one epoch, ready for comparison.
+
+    ``data`` is float32 (n, h, w) with every invalid pixel set to the band's median of valid
+    pixels (0 when none), so filters never see NaN; ``valid`` is (h, w) bool.
+    """
+
+    kind: LayerKind
+    bands: tuple[str, ...]
+    data: np.ndarray
+    valid: np.ndarray
+
+
+def check_pair(before: Scene, after: Scene) -> tuple[int, int]:
+    """Check that two scenes are well formed and on the same grid.
+
+    Returns
+    -------
+    tuple of int
+        The tile shape ``(h, w)`` in pixels; ``(0, 0)`` when neither scene holds an array.
+
+    Raises
+    ------
+    errors.InputError
+        A layer with the wrong number of dimensions or bands, a valid mask of another shape, or
+        epochs of different shapes.
+    """
+    shapes = {}
+    for epoch, scene in (("before", before), ("after", after)):
+        shape = _scene_shape(epoch, scene)
+        if shape is not None:
+            shapes[epoch] = shape
+    if len(set(shapes.values())) > 1:
+        raise InputError(
+            f"after is {shapes['after']} but before is {shapes['before']} pixels; "
+            "read both epochs onto the same tile of the grid"
+        )
+    return next(iter(shapes.values()), (0, 0))
+
+
+def layers(scene: Scene) -> dict[LayerKind, Layer]:
+    """The layers a (checked) scene holds, keyed by kind.
+
+    Parameters
+    ----------
+    scene : Scene
+        A scene that passed :func:`check_pair`.
+
+    Returns
+    -------
+    dict
+        ``"satellite"``, ``"drone"`` and/or ``"dsm"`` to :class:`Layer`; a DSM is one band
+        named ``"height"``.
+    """
+    out: dict[LayerKind, Layer] = {}
+    if scene.satellite is not None:
+        out["satellite"] = _layer(
+            "satellite", scene.satellite_bands, scene.satellite, scene.satellite_valid
+        )
+    if scene.drone is not None:
+        out["drone"] = _layer("drone", DRONE_BANDS, scene.drone, scene.drone_valid)
+    if scene.dsm is not None:
+        out["dsm"] = _layer("dsm", ("height",), scene.dsm[np.newaxis], scene.dsm_valid)
+    return out
+
+
+def _layer(
+    kind: LayerKind, bands: tuple[str, ...], data: np.ndarray, valid: np.ndarray | None
+) -> Layer:
+    data = np.asarray(data, dtype=np.float32)
+    ok = np.isfinite(data).all(axis=0)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    step = _STEP if ok[::_STEP, ::_STEP].any() else 1
+    filled = np.empty_like(data)
+    for i, band in enumerate(data):
+        picked = band[::step, ::step][ok[::step, ::step]]
+        filled[i] = np.where(ok, band, np.median(picked) if picked.size else 0.0)
+    return Layer(kind, tuple(bands), filled, ok)
+
+
+def _scene_shape(epoch: str, scene: Scene) -> tuple[int, int] | None:
+    """The (h, w) all arrays of ``scene`` share, or None for an empty scene."""
+    shape = None
+    checks = (
+        ("satellite", scene.satellite, 3),
+        ("satellite_valid", scene.satellite_valid, 2),
+        ("drone", scene.drone, 3),
+        ("drone_valid", scene.drone_valid, 2),
+        ("dsm", scene.dsm, 2),
+        ("dsm_valid", scene.dsm_valid, 2),
+    )
+    for name, array, ndim in checks:
+        if array is None:
+            continue
+        array_shape = np.shape(array)
+        if len(array_shape) != ndim:
+            want = "(bands, rows, cols)" if ndim == 3 else "(rows, cols)"
+            raise InputError(f"{epoch}.{name} has shape {array_shape}; give {want}")
+        if shape is None:
+            shape = array_shape[-2:]
+        elif array_shape[-2:] != shape:
+            raise InputError(
+                f"{epoch}.{name} covers {array_shape[-2:]} pixels but the scene's other arrays "
+                f"cover {shape}; read every layer onto the same tile"
+            )
+    if scene.satellite is not None and len(scene.satellite_bands) != scene.satellite.shape[0]:
+        raise InputError(
+            f"{epoch}.satellite has {scene.satellite.shape[0]} band(s) but satellite_bands names "
+            f"{len(scene.satellite_bands)} ({', '.join(scene.satellite_bands) or 'none'}); "
+            "give one name per band"
+        )
+    if scene.drone is not None and scene.drone.shape[0] != len(DRONE_BANDS):
+        raise InputError(
+            f"{epoch}.drone has {scene.drone.shape[0]} band(s); give the orthomosaic's "
+            "red, green and blue bands (drop alpha into drone_valid)"
+        )
+    for name, mask in (
+        ("satellite_valid", scene.satellite_valid),
+        ("drone_valid", scene.drone_valid),
+        ("dsm_valid", scene.dsm_valid),
+    ):
+        source = getattr(scene, name.removesuffix("_valid"))
+        if mask is not None and source is None:
+            raise InputError(f"{epoch}.{name} is given without {epoch}.{name[:-6]}; drop the mask")
+    return shape
