@@ -21,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from detect import DetectParams, Scene, detect_changes
-from errors import NoOverlapError
+from errors import InputError, NoOverlapError
 from tiles import Grid, TileId, read_tile
 
 from .atomic import write_json, write_layers
@@ -81,6 +81,7 @@ def detect_quarter(
                 f"{config.file}: epoch {idx.epoch!r} has no ingested tiles; run `tuban ingest "
                 f"{config.file} --epoch {idx.epoch}` first"
             )
+    _check_comparable(config, before, after)
     params = detect_params(config)
     tile_dir = changes_path(config).with_suffix("")
     jobs = [
@@ -142,6 +143,29 @@ def _scene(files: dict[str, str]) -> Scene:
         data, valid, _ = read_tile(files["dsm"])
         layers.update(dsm=data[0].astype(np.float32), dsm_valid=valid)
     return Scene(**layers)
+
+
+def _bands_by_kind(index: EpochIndex) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for kinds in index.tiles.values():
+        for kind, record in kinds.items():
+            out.setdefault(kind, set()).update(record["bands"])
+    return out
+
+
+def _check_comparable(config: Config, before: EpochIndex, after: EpochIndex) -> None:
+    """Refuse epochs that share no kind of layer with a band in common."""
+    a, b = _bands_by_kind(before), _bands_by_kind(after)
+    if any(a[kind] & b[kind] for kind in a.keys() & b.keys()):
+        return
+
+    def describe(bands: dict[str, set[str]]) -> str:
+        return "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(bands.items()))
+
+    raise InputError(
+        f"{config.file}: epochs {before.epoch!r} ({describe(a)}) and {after.epoch!r} "
+        f"({describe(b)}) have no bands in common; map the same band names in both epochs"
+    )
 
 
 def _pair_signature(before: dict, after: dict, params: DetectParams) -> str:

@@ -81,7 +81,8 @@ def test_reingest_only_rewrites_tiles_a_changed_file_touches(tmp_path, make_rast
     grid = config.grid_spec
     b_bounds = describe_source(tmp_path / "sat_b.tif", grid=grid).bounds
     expected = {
-        name.removesuffix(".tif") for name in before
+        name.removesuffix(".tif")
+        for name in before
         if grid.bounds(TileId.parse(name.removesuffix(".tif")), halo=True).intersection(b_bounds)
     }
     assert changed == expected
@@ -91,7 +92,9 @@ def test_reingest_only_rewrites_tiles_a_changed_file_touches(tmp_path, make_rast
 def test_source_outside_the_offices_is_refused(tmp_path, make_raster, area):
     _sat(make_raster, origin=(X0 + 50_000, Y0))
     config = load_config(_config(tmp_path, SAT))
-    with pytest.raises(NoOverlapError, match=r"sat\.tif: epoch 'A' satellite does not overlap the offices"):
+    with pytest.raises(
+        NoOverlapError, match=r"sat\.tif: epoch 'A' satellite does not overlap the offices"
+    ):
         ingest_epoch(config, "A")
 
 
@@ -111,6 +114,101 @@ def test_band_beyond_the_file_is_refused(tmp_path, make_raster, area):
 
 def test_unnamed_bands_without_mapping_are_refused(tmp_path, make_raster, area):
     make_raster("sat.tif", np.ones((4, 50, 50), np.uint16), origin=(X0, Y0))
-    config = load_config(_config(tmp_path, '[[epochs.sources]]\nkind = "satellite"\npath = "sat.tif"\n'))
+    config = load_config(
+        _config(tmp_path, '[[epochs.sources]]\nkind = "satellite"\npath = "sat.tif"\n')
+    )
     with pytest.raises(InputError, match=r"set bands = \{"):
         ingest_epoch(config, "A")
+
+
+def test_internal_mask_is_honoured_through_reprojection(tmp_path, make_raster, area):
+    # a UTM 50N source whose right half is masked by an internal (per-dataset) mask
+    import rasterio
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4547", "EPSG:32650", always_xy=True).transform(
+        X0 - 10, Y0 + 10
+    )
+    path = make_raster(
+        "sat.tif", np.full((4, 300, 300), 1500, np.uint16), crs="EPSG:32650", origin=(x, y)
+    )
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        mask = np.zeros((300, 300), np.uint8)
+        mask[:, :150] = 255
+        dst.write_mask(mask)
+    config = load_config(_config(tmp_path, SAT))
+    index = ingest_epoch(config, "A")
+    fractions = {t: k["satellite"]["valid_fraction"] for t, k in index.tiles.items()}
+    # masked half (east of ~X0 + 65 m) is invalid, not read as zeros
+    assert fractions["r78811_c16250"] == 1.0  # x 520000..520032: inside the unmasked half
+    assert "r78811_c16253" not in fractions  # x 520096..520128: masked only
+
+
+def test_truncated_file_among_many_is_named(tmp_path, make_raster, area):
+    for i in range(3):
+        _sat(make_raster, f"sat_{i}.tif", origin=(X0 + 30 * i, Y0))
+    bad = tmp_path / "sat_1.tif"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 3])  # header intact, blocks cut off
+    config = load_config(_config(tmp_path, SAT))
+    with pytest.raises(InputError, match=r"sat_1\.tif"):
+        ingest_epoch(config, "A")
+
+
+def test_epochs_without_common_bands_are_refused(tmp_path, make_raster, area):
+    from pipeline.changes import detect_quarter
+
+    make_raster("pan.tif", np.full((1, 200, 200), 900, np.uint16), origin=(X0, Y0), nodata=0)
+    make_raster("rgb.tif", np.full((3, 200, 200), 90, np.uint8), origin=(X0, Y0))
+    text = f"""
+[grid]
+crs = "EPSG:4547"
+resolution = 0.5
+tile_size = 64
+halo = 8
+[offices]
+path = "offices.gpkg"
+[[epochs]]
+id = "A"
+date = "2024-03-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "pan.tif"
+bands = {{ pan = 1 }}
+[[epochs]]
+id = "B"
+date = "2024-06-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "rgb.tif"
+bands = {{ red = 1, green = 2, blue = 3 }}
+[run]
+before = "A"
+after = "B"
+"""
+    (tmp_path / "quarter.toml").write_text(text, encoding="utf-8")
+    config = load_config(tmp_path / "quarter.toml")
+    ingest_epoch(config, "A")
+    ingest_epoch(config, "B")
+    with pytest.raises(
+        InputError, match=r"epochs 'A' \(satellite: pan\) and 'B' .* no bands in common"
+    ):
+        detect_quarter(config)
+
+
+def test_cli_bad_ingest_input_exits_2_and_keeps_the_store(tmp_path, make_raster, area):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    _sat(make_raster)
+    config_path = _config(tmp_path, SAT)
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(config_path), "--epoch", "A"]).exit_code == 0
+    store = {p: p.read_bytes() for p in (tmp_path / "work").rglob("*") if p.is_file()}
+    make_raster("sat_nocrs.tif", np.ones((4, 20, 20), np.uint16), crs=None)
+    result = runner.invoke(main, ["ingest", str(config_path), "--epoch", "A"])
+    assert result.exit_code == 2
+    assert "sat_nocrs.tif has no CRS" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (tmp_path / "work").rglob("*") if p.is_file()} == store

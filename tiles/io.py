@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioIOError, WindowError
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
 
 from errors import InputError
 
@@ -176,10 +178,11 @@ def _warp_one(
                 )
             opts: dict = {}
             flags = src.mask_flag_enums
-            by_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
+            has_alpha = any(MaskFlags.alpha in f for f in flags)
+            internal_mask = not has_alpha and any(MaskFlags.per_dataset in f for f in flags)
             if src.nodata is not None:
                 opts.update(src_nodata=src.nodata, nodata=src.nodata)
-            elif not by_mask:
+            elif not has_alpha:
                 opts["add_alpha"] = True  # otherwise pixels outside the file would read as valid
             with WarpedVRT(
                 src,
@@ -195,6 +198,8 @@ def _warp_one(
                     valid = vrt.dataset_mask() > 0
                 else:
                     valid = (vrt.read_masks(indexes=list(bands)) > 0).all(axis=0)
+            if internal_mask:  # a warped VRT ignores per-dataset masks: warp the mask too
+                valid &= _warp_internal_mask(src, grid, transform, n)
     except RasterioIOError as exc:
         reason = str(exc).split("\n")[0]
         raise InputError(
@@ -203,6 +208,29 @@ def _warp_one(
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _warp_internal_mask(src, grid: Grid, transform, n: int) -> np.ndarray:
+    """A source's per-dataset mask on the tile window (nearest neighbour), as bool (n, n)."""
+    bounds = array_bounds(n, n, transform)
+    left, bottom, right, top = transform_bounds(grid.rio_crs, src.crs, *bounds, densify_pts=21)
+    full = Window(0, 0, src.width, src.height)
+    window = src.window(left, bottom, right, top).round_offsets().round_lengths()
+    try:
+        window = window.intersection(full)
+    except WindowError:
+        return np.zeros((n, n), bool)
+    out = np.zeros((n, n), np.uint8)
+    reproject(
+        src.dataset_mask(window=window),
+        out,
+        src_transform=src.window_transform(window),
+        src_crs=src.crs,
+        dst_transform=transform,
+        dst_crs=grid.rio_crs,
+        resampling=Resampling.nearest,
+    )
+    return out > 0
 
 
 def write_tile(
