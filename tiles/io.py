@@ -7,6 +7,7 @@ GDAL through :class:`rasterio.vrt.WarpedVRT`, reading only what the window needs
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -176,6 +177,9 @@ def _warp_one(
                     f"{info.path} has {src.count} band(s) but band {bad[0]} was asked for; "
                     "fix the source's bands mapping"
                 )
+            window = _grid_window(src, grid, transform, n)
+            if window is not None:  # already on the grid: a plain windowed read, no warping
+                return _read_window(src, window, n, bands)
             opts: dict = {}
             flags = src.mask_flag_enums
             has_alpha = any(MaskFlags.alpha in f for f in flags)
@@ -205,6 +209,40 @@ def _warp_one(
         raise InputError(
             f"{info.path} cannot be read ({reason}); check or replace the file"
         ) from None
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _grid_window(src, grid: Grid, transform, n: int) -> Window | None:
+    """The tile's window in ``src`` when ``src`` is pixel-aligned with the grid, else None."""
+    t = src.transform
+    res = grid.resolution
+    if t.b or t.d or not (math.isclose(t.a, res) and math.isclose(t.e, -res)):
+        return None
+    col, row = (transform.c - t.c) / res, (t.f - transform.f) / res
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or src.crs != grid.rio_crs:
+        return None
+    return Window(round(col), round(row), n, n)
+
+
+def _read_window(
+    src, window: Window, n: int, bands: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` of ``src`` (which may reach outside it) into (bands, n, n) + valid."""
+    data = np.zeros((len(bands), n, n), dtype=src.dtypes[0])
+    valid = np.zeros((n, n), dtype=bool)
+    try:
+        inner = window.intersection(Window(0, 0, src.width, src.height))
+    except WindowError:
+        return data, valid
+    rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
+    cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
+    data[:, rows, cols] = src.read(indexes=list(bands), window=inner)
+    if src.nodata is not None:
+        valid[rows, cols] = (src.read_masks(indexes=list(bands), window=inner) > 0).all(axis=0)
+    else:
+        valid[rows, cols] = src.dataset_mask(window=inner) > 0
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
@@ -242,7 +280,7 @@ def write_tile(
     tile: TileId,
     band_names: Sequence[str],
 ) -> None:
-    """Write a haloed tile as a tiled, deflate-compressed GeoTIFF with an internal mask, atomically."""
+    """Write a haloed tile as a tiled, ZSTD-compressed GeoTIFF with an internal mask, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
@@ -257,9 +295,9 @@ def write_tile(
         tiled=True,
         blockxsize=256,
         blockysize=256,
-        compress="deflate",
+        compress="zstd",
         predictor=predictor,
-        zlevel=1,
+        zstd_level=1,
     )
     fd, tmp = tempfile.mkstemp(suffix=".tif.part", dir=path.parent)
     os.close(fd)
