@@ -36,9 +36,9 @@ def _executor_options(fn):
     fn = click.option(
         "--executor",
         type=click.Choice(EXECUTORS),
-        default="serial",
+        default="processes",
         show_default=True,
-        help="How tile jobs run.",
+        help="How tile jobs run: one process, a local process pool, or Dask.",
     )(fn)
     return fn
 
@@ -68,26 +68,35 @@ def main() -> None:
 @click.option("--size", type=click.IntRange(min=1024), default=4096, show_default=True,
               help="Width and height of the area in 0.5 m pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
+@click.option("--quarters", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Quarters to write and run; 2 adds the epoch 2024Q3 and a second batch.")
 @click.option("--no-run", is_flag=True, help="Only write the synthetic quarter, do not run the batch.")
 @_executor_options
-def demo(out: Path, size: int, seed: int, no_run: bool, executor, workers, scheduler) -> None:
-    """Write a synthetic quarter (imagery, offices, permits, truth) and run the batch on it."""
-    from pipeline.demo import make_demo
-    from pipeline.scoring import score_demo
+def demo(out: Path, size: int, seed: int, quarters: int, no_run: bool, executor, workers,
+         scheduler) -> None:
+    """Write synthetic quarters (imagery, offices, permits, truth) and run the batch on each."""
+    from pipeline.demo import make_demo, score_quarter
 
-    made = make_demo(out, size=size, seed=seed)
-    click.echo(f"synthetic quarter: {made.config}")
+    made = make_demo(out, size=size, seed=seed, quarters=quarters)
+    for config in made.configs:
+        click.echo(f"synthetic quarter: {config}")
     if no_run:
         return
-    config = load_config(made.config)
-    report = batch.run(config, executor=_executor(executor, workers, scheduler))
-    _print_report(report)
-    score = score_demo(report.out_dir, made.truth)
-    click.echo(
-        f"against the planted truth: {score.found}/{score.planted} changes found "
-        f"(recall {score.recall:.2f}), {score.correct}/{score.tasks} tasks correct "
-        f"(precision {score.precision:.2f}), permitted buildings issued: {score.permitted_issued}"
-    )
+    for quarter, config in enumerate(made.configs):
+        report = batch.run(load_config(config), executor=_executor(executor, workers, scheduler))
+        _print_report(report)
+        score = score_quarter(made, quarter, report.out_dir)
+        s = score.objects
+        click.echo(
+            f"against the planted truth: {s.found}/{s.planted} {'new ' * quarter}changes found "
+            f"(recall {s.recall:.2f}), {s.correct}/{s.tasks} tasks correct "
+            f"(precision {s.precision:.2f}), permitted buildings issued: {s.permitted_issued}"
+        )
+        if score.followed:
+            click.echo(
+                f"earlier cases seen again: {score.linked}/{score.followed} linked to their "
+                f"task, {score.reissued} issued again"
+            )
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Synthetic demo quarter: imagery, vectors, truth and configuration for ``tuban demo``.
+"""Synthetic demo quarters: imagery, vectors, truth and configuration for ``tuban demo``.
 
 :func:`make_demo` draws a district once as vector objects: a slightly rotated street grid,
 blocks of village houses, flats, sheds, parks, fields and ponds, a river and trees. Between two
@@ -16,15 +16,26 @@ drone      red, green, blue, alpha; uint8 EPSG:32650  0.1 m  a rotated block, al
 dsm        height (m); float32            EPSG:32650  0.2 m  the same block, -9999 outside
 =========  =============================  ==========  =====  ===============================
 
+With ``quarters=2`` a third epoch follows, so that a second batch can meet the first one's
+tasks again: some of the first quarter's illegal buildings grow by a storey or two (the case
+persists), some are torn down (demolition observed), and new changes of every kind appear,
+about half as many as in the first quarter. Its scene has its own radiometry, misregistration,
+cars and noise, and no cloud.
+
 What :func:`make_demo` writes into its folder::
 
-    quarter.toml                   the batch configuration (paths relative to it)
+    quarter.toml                   the first quarter's batch configuration (paths relative to it)
+    quarter_2024Q3.toml            with quarters=2: the second quarter's, 2024Q2 -> 2024Q3
     imagery/sat_<epoch>_{w,e}.tif  satellite scene, west and east files overlapping by 100 px
     imagery/drone_<epoch>.tif      drone orthomosaic
     imagery/dsm_<epoch>.tif        drone surface model
     offices.gpkg                   three street offices, EPSG:4490
     permits.gpkg                   building permits, EPSG:4547
-    truth.gpkg                     layers ``truth`` (the planted changes) and ``nuisance``
+    truth.gpkg                     layers ``truth`` (the planted changes), ``nuisance`` and,
+                                   with quarters=2, ``truth_2024Q3``
+
+Both configurations list every epoch and share the work folder, the outputs folder and the
+register, so the second batch reuses the first one's tile stores and finds its tasks.
 
 The district is laid out in a local frame ``(p, q)`` in metres: p along the streets, q across,
 the origin on a corner of the 512 m analysis tiles, so that one planted building straddles four
@@ -42,7 +53,8 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -60,10 +72,23 @@ from tqdm import tqdm
 
 from errors import InputError
 
-__all__ = ["Demo", "make_demo", "EPOCHS", "KINDS", "OFFICES"]
+from .scoring import ObjectScore, score_tasks
 
-EPOCHS = (("2024Q1", "2024-03-20"), ("2024Q2", "2024-06-20"))  # (id, date): before, after
+__all__ = [
+    "Demo",
+    "QuarterScore",
+    "make_demo",
+    "score_quarter",
+    "CASES",
+    "EPOCHS",
+    "KINDS",
+    "OFFICES",
+]
+
+# (id, date) of the epochs: quarter k (from 1) compares epochs k - 1 and k.
+EPOCHS = (("2024Q1", "2024-03-20"), ("2024Q2", "2024-06-20"), ("2024Q3", "2024-09-20"))
 KINDS = ("new_building", "extension", "demolition", "land_clearing")  # planted change kinds
+CASES = ("continued", "demolished", "new")  # how a second quarter's change relates to the first
 OFFICES = (("XQ", "西区街道"), ("AT", "澳头街道"), ("XY", "霞涌街道"))  # (code, name), west to east
 
 _GRID_CRS = "EPSG:4547"  # CGCS2000 / 3-degree Gauss-Kruger CM 114E
@@ -74,6 +99,7 @@ _RES, _DRONE_RES, _DSM_RES = 0.5, 0.1, 0.2  # m per pixel
 _TILE = 1024  # px of the analysis grid written to quarter.toml
 _TILE_M = _TILE * _RES
 _MIN_SIZE = 1024  # px; smaller areas leave no room for every kind of change
+_QUARTERS = (1, 2)  # quarters make_demo can write
 _OVERLAP = 100  # px shared by the west and east satellite files
 _EDGE_MARGIN = 30.0  # m kept between a planted change and the area's edge
 _DSM_NODATA = -9999.0
@@ -83,10 +109,22 @@ _RATES = {"new_building": 5.7, "extension": 1.9, "demolition": 1.43, "land_clear
 # are as long as the object is high. World (east, north) metres per metre of height.
 _SHADOW = np.array([-0.766, 0.643])
 _CLOUD_SHIFT = 2.2  # a cloud's shadow lies this many cloud radii from it, the same way
-# The after satellite scene's radiometry: DN' = gain * 10000 * (DN / 10000) ** gamma + offset.
-_GAIN = np.array([1.10, 1.12, 1.13, 1.09], np.float32)[:, None, None]
-_OFFSET = np.array([150.0, 150.0, 140.0, 160.0], np.float32)[:, None, None]
-_GAMMA = 0.94
+# Each later satellite scene's radiometry against the first's, (gain, offset, gamma) per epoch
+# from the second: DN' = gain * 10000 * (DN / 10000) ** gamma + offset.
+_RADIOMETRY = tuple(
+    (
+        np.array(gain, np.float32)[:, None, None],
+        np.array(offset, np.float32)[:, None, None],
+        gamma,
+    )
+    for gain, offset, gamma in (
+        ((1.10, 1.12, 1.13, 1.09), (150.0, 150.0, 140.0, 160.0), 0.94),
+        ((0.95, 0.97, 0.98, 1.06), (90.0, 100.0, 110.0, 70.0), 1.03),
+    )
+)
+# Each drone flight's white balance (red, green, blue) and height datum (m), per epoch.
+_BALANCE = ((1.0, 1.0, 1.0), (1.03, 1.0, 0.96), (0.98, 1.0, 1.04))
+_DATUM = (0.0, 0.25, -0.2)
 
 _BANDS = ("blue", "green", "red", "nir")
 # Surface classes: reflectance (x 10000) per band, texture amplitudes, and which classes cast
@@ -158,34 +196,55 @@ class Demo:
     ----------
     root : Path
         The folder holding everything below.
-    config : Path
-        ``quarter.toml``, the batch configuration.
+    configs : tuple of Path
+        The batch configuration of each quarter, in order: ``quarter.toml`` (2024Q1 -> 2024Q2)
+        and, with two quarters, ``quarter_2024Q3.toml`` (2024Q2 -> 2024Q3).
     truth : Path
-        ``truth.gpkg``. Layer ``truth``, EPSG:4547: one polygon per planted change with
-        ``kind`` (one of :data:`KINDS`), ``permitted`` (bool), ``in_drone`` (bool, inside the
-        drone block) and ``height_m`` (height of the building built or removed, 0 for land
-        clearing). Layer ``nuisance``: ``kind`` cloud | cloud_shadow | drone_footprint and
-        ``epoch`` (the epoch id; null for the footprint, which both epochs share).
+        ``truth.gpkg``, EPSG:4547. Layer ``truth``: one polygon per change planted in the
+        first quarter with ``kind`` (one of :data:`KINDS`), ``permitted`` (bool), ``in_drone``
+        (bool, inside the drone block) and ``height_m`` (height of the building built or
+        removed, 0 for land clearing). Layer ``truth_2024Q3`` (two quarters): the same fields
+        for the second quarter, where ``height_m`` of a continued case is the height it gained,
+        plus ``case`` (one of :data:`CASES`) and ``prior``, the row (from 0) in layer ``truth``
+        of the change a continued or demolished case follows up (null for new ones). Layer
+        ``nuisance``: ``kind`` cloud | cloud_shadow | drone_footprint and ``epoch`` (the epoch
+        id; null for the footprint, which all epochs share).
+    truth_layers : tuple of str
+        The layer of ``truth.gpkg`` each quarter is scored against, in the order of `configs`.
     offices, permits : Path
         The street offices (EPSG:4490) and building permits (EPSG:4547).
     bounds : tuple of float
         ``(left, bottom, right, top)`` of the area, EPSG:4547 metres.
-    shift_px : tuple of float
-        ``(col, row)`` displacement of the after satellite scene's content from its true place,
-        in 0.5 m pixels (east and south positive).
+    shifts_px : tuple of tuple of float
+        Per epoch after the first: ``(col, row)`` displacement of its satellite scene's content
+        from the true place, in 0.5 m pixels (east and south positive).
     """
 
     root: Path
-    config: Path
+    configs: tuple[Path, ...]
     truth: Path
+    truth_layers: tuple[str, ...]
     offices: Path
     permits: Path
     bounds: tuple[float, float, float, float]
-    shift_px: tuple[float, float]
+    shifts_px: tuple[tuple[float, float], ...]
+
+    @property
+    def config(self) -> Path:
+        """The first quarter's configuration, ``quarter.toml``."""
+        return self.configs[0]
+
+    @property
+    def shift_px(self) -> tuple[float, float]:
+        """The 2024Q2 satellite scene's displacement, ``(col, row)`` px."""
+        return self.shifts_px[0]
 
 
-def make_demo(out: str | os.PathLike, *, size: int = 4096, seed: int = 0) -> Demo:
-    """Write a synthetic but realistic quarter (two epochs) into the folder `out`.
+def make_demo(
+    out: str | os.PathLike, *, size: int = 4096, seed: int = 0, quarters: int = 1
+) -> Demo:
+    """Write a synthetic but realistic quarter (two epochs), or two quarters (three epochs),
+    into the folder `out`.
 
     Parameters
     ----------
@@ -195,46 +254,70 @@ def make_demo(out: str | os.PathLike, *, size: int = 4096, seed: int = 0) -> Dem
         Width and height of the area in 0.5 m pixels (4096: 2048 m x 2048 m); at least 1024.
     seed : int, optional
         Seed, >= 0. The same `size` and `seed` give the same rasters, value for value.
+    quarters : {1, 2}, optional
+        How many quarters. The first quarter's epochs and truth are the same either way.
 
     Returns
     -------
     Demo
-        Where the configuration, truth and vectors are, and the area's bounds.
+        Where the configurations, truth and vectors are, and the area's bounds.
 
     Raises
     ------
     InputError
-        If `size` or `seed` cannot be used or `out` is a file.
+        If `size`, `seed` or `quarters` cannot be used or `out` is a file.
     """
-    _check(out, size, seed)
+    _check(out, size, seed, quarters)
     root = Path(out)
     (root / "imagery").mkdir(parents=True, exist_ok=True)
-    with tqdm(total=2 + 3 * len(EPOCHS), desc="demo", unit="step", disable=None) as bar:
+    epochs = EPOCHS[: quarters + 1]
+    with tqdm(total=2 + 3 * len(epochs), desc="demo", unit="step", disable=None) as bar:
         town = _town(size, np.random.default_rng([seed, 0]))
-        plan = _plant(town, np.random.default_rng([seed, 1]))
-        scenes = [_scene(town, plan, e, np.random.default_rng([seed, 2, e])) for e in (0, 1)]
+        plans = [_plant(town, np.random.default_rng([seed, 1]))]
+        if quarters == 2:
+            plans.append(_plant_again(town, plans[0], np.random.default_rng([seed, 11])))
+        states = [plans[0].before, *(plan.after for plan in plans)]
+        scenes = [
+            _scene(town, state, summer=e > 0, rng=np.random.default_rng([seed, 2, e]))
+            for e, state in enumerate(states)
+        ]
         world = _world(town, np.random.default_rng([seed, 3]))
-        shift = _misregistration(np.random.default_rng([seed, 4]))
+        shifts = [
+            _misregistration(np.random.default_rng([seed, stream])) for stream in (4, 12)[:quarters]
+        ]
         bar.update()
-        clouds = _write_satellite(root / "imagery", town, scenes, world, shift, seed, bar)
+        clouds = _write_satellite(root / "imagery", town, scenes, world, shifts, seed, bar)
         _write_drone(root / "imagery", town, scenes, world, seed, bar)
-        _write_vectors(root, town, plan, clouds, np.random.default_rng([seed, 10]))
-        _write_text(root / "quarter.toml", _toml(_config()))
+        _write_vectors(root, town, plans, clouds, np.random.default_rng([seed, 10]))
+        configs = [root / _config_name(q) for q in range(quarters)]
+        for q, path in enumerate(configs):
+            _write_text(path, _toml(_config(epochs, quarter=q)))
         bar.update()
     left, top = _ORIGIN
     extent = size * _RES
     return Demo(
         root=root,
-        config=root / "quarter.toml",
+        configs=tuple(configs),
         truth=root / "truth.gpkg",
+        truth_layers=tuple(_truth_layer(q) for q in range(quarters)),
         offices=root / "offices.gpkg",
         permits=root / "permits.gpkg",
         bounds=(left, top - extent, left + extent, top),
-        shift_px=(float(shift[0]), float(shift[1])),
+        shifts_px=tuple((float(x), float(y)) for x, y in shifts),
     )
 
 
-def _check(out, size, seed) -> None:
+def _config_name(quarter: int) -> str:
+    """The configuration file of quarter `quarter` (from 0)."""
+    return "quarter.toml" if quarter == 0 else f"quarter_{EPOCHS[quarter + 1][0]}.toml"
+
+
+def _truth_layer(quarter: int) -> str:
+    """The layer of truth.gpkg holding the changes of quarter `quarter` (from 0)."""
+    return "truth" if quarter == 0 else f"truth_{EPOCHS[quarter + 1][0]}"
+
+
+def _check(out, size, seed, quarters) -> None:
     def whole(value) -> bool:
         return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -245,8 +328,78 @@ def _check(out, size, seed) -> None:
         )
     if not whole(seed) or seed < 0:
         raise InputError(f"demo seed {seed!r} is not a whole number >= 0; give e.g. --seed 0")
+    if not whole(quarters) or quarters not in _QUARTERS:
+        raise InputError(f"demo quarters {quarters!r} is not 1 or 2; give --quarters 1 or 2")
     if Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"demo output {os.fspath(out)!r} is a file; give a folder with --out")
+
+
+@dataclass(frozen=True)
+class QuarterScore:
+    """A demo quarter's outputs against the changes planted in it.
+
+    Attributes
+    ----------
+    objects : pipeline.scoring.ObjectScore
+        The quarter's tasks against the changes it should issue: all of the first quarter's,
+        the ``new`` ones of a later quarter (whose earlier tasks are still open).
+    followed : int
+        Continued and demolished cases planted (0 in the first quarter).
+    linked : int
+        How many of those lie, for at least half their area, under suspects linked to an
+        earlier task (suppressed, or issued with a ``prior_task_id``).
+    reissued : int
+        How many of those lie, for at least half their area, under tasks linked to no earlier
+        task: issued twice.
+    """
+
+    objects: ObjectScore
+    followed: int
+    linked: int
+    reissued: int
+
+
+def score_quarter(demo: Demo, quarter: int, out_dir: str | os.PathLike) -> QuarterScore:
+    """Score the batch outputs of quarter `quarter` (from 0) of `demo` against its truth.
+
+    Parameters
+    ----------
+    demo : Demo
+        The demo, as :func:`make_demo` returned it.
+    quarter : int
+        Index of the quarter in ``demo.configs``.
+    out_dir : str or PathLike
+        The quarter's outputs, ``<out>/<quarter id>/``, holding ``<quarter id>.gpkg``.
+
+    Returns
+    -------
+    QuarterScore
+    """
+    gpkg = Path(out_dir) / f"{Path(out_dir).name}.gpkg"
+    tasks = gpd.read_file(gpkg, layer="tasks")
+    truth = gpd.read_file(demo.truth, layer=demo.truth_layers[quarter]).to_crs(tasks.crs)
+    if "case" not in truth:
+        return QuarterScore(score_tasks(tasks, truth), followed=0, linked=0, reissued=0)
+    new = (truth["case"] == "new").to_numpy()
+    followed = truth.geometry.to_numpy()[~new]
+    linked = np.concatenate(
+        [
+            frame.geometry[frame["prior_task_id"].notna()].to_numpy()
+            for frame in (tasks, gpd.read_file(gpkg, layer="suppressed"))
+        ]
+    )
+    again = tasks.geometry[tasks["prior_task_id"].isna()].to_numpy()
+    return QuarterScore(
+        score_tasks(tasks, truth[new]),
+        followed=len(followed),
+        linked=int((_covered(followed, linked) >= 0.5).sum()),
+        reissued=int((_covered(followed, again) >= 0.5).sum()),
+    )
+
+
+def _covered(geoms: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """Share of each of `geoms` that `cover` covers, float (n,)."""
+    return shapely.area(shapely.intersection(geoms, shapely.union_all(cover))) / shapely.area(geoms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -768,25 +921,33 @@ def _hits(geoms, others) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """The planted changes and each epoch's objects that follow from them (local frame)."""
+class _State:
+    """One epoch's objects besides the town's (local frame)."""
 
-    truth: pd.DataFrame  # geometry, kind, permitted, height_m, in_drone
+    patches: pd.DataFrame  # _PATCH_COLUMNS, painted after the town's
+    buildings: pd.DataFrame  # _RECT_COLUMNS, every building standing
+    trees: pd.DataFrame  # _TREE_COLUMNS, every tree standing
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A quarter's planted changes and its two epochs' objects that follow from them."""
+
+    # geometry, kind, permitted, height_m, in_drone, building (the change's row in
+    # after.buildings, -1 if none); the second quarter's also case and prior.
+    truth: pd.DataFrame
     permits: pd.DataFrame  # geometry, permit_id
-    patches: tuple[pd.DataFrame, pd.DataFrame]  # painted after the town's, per epoch
-    buildings: tuple[pd.DataFrame, pd.DataFrame]
-    trees: tuple[pd.DataFrame, pd.DataFrame]
+    before: _State
+    after: _State
+    taken: tuple  # where the changes are, with margins, and what later changes keep clear of
 
 
 def _plant(town: _Town, rng: np.random.Generator) -> _Plan:
     area_km2 = (town.size * _RES) ** 2 / 1e6
     count = {kind: max(1, round(rate * area_km2)) for kind, rate in _RATES.items()}
     n_new = max(1, count["new_building"] - 1)  # besides the building across the tile corner
-    drone = shapely.intersection(shapely.buffer(town.footprint, -6.0), town.interior)
     placer = _Placer(town, rng)
-
-    def where(k: int, n: int) -> shapely.Geometry:
-        return drone if k < math.ceil(n / 3) else town.interior  # a third in the drone block
+    where = partial(_region, town)
 
     gone = [placer.demolition(where(k, count["demolition"])) for k in range(count["demolition"])]
     extensions = _concat(
@@ -801,6 +962,7 @@ def _plant(town: _Town, rng: np.random.Generator) -> _Plan:
 
     rects = _rects(town.buildings)
     clearings = np.array(clearings, dtype=object)
+    standing = town.buildings[~town.buildings.index.isin(gone)]
     truth = pd.DataFrame(
         {
             "geometry": np.concatenate([_rects(new), _rects(extensions), rects[gone], clearings]),
@@ -810,6 +972,13 @@ def _plant(town: _Town, rng: np.random.Generator) -> _Plan:
             ),
             "height_m": np.concatenate(
                 [new.h, extensions.h, town.buildings.h.to_numpy()[gone], np.zeros(n)]
+            ),
+            "building": np.concatenate(
+                [
+                    len(standing) + len(extensions) + np.arange(len(new)),
+                    len(standing) + np.arange(len(extensions)),
+                    np.full(len(gone) + n, -1),
+                ]
             ),
         }
     )
@@ -826,26 +995,168 @@ def _plant(town: _Town, rng: np.random.Generator) -> _Plan:
     after = _concat(
         rings,
         _patches(clearings, SOIL, rng.uniform(1.05, 1.25, n)),
-        _patches(rubble, _debris(town.buildings.iloc[gone]), rng.uniform(0.95, 1.05, len(gone))),
+        _patches(rubble, _debris(town.buildings.iloc[gone])[0], rng.uniform(0.95, 1.05, len(gone))),
     )
     trees = _concat(town.trees, *felled)
-    standing = town.buildings[~town.buildings.index.isin(gone)]
     return _Plan(
         truth=truth,
         permits=permits,
-        patches=(rings, after),
-        buildings=(town.buildings, _concat(standing, extensions, new)),
-        trees=(trees, trees[~_hits(_crowns(trees), clearings)]),
+        before=_State(rings, town.buildings, trees),
+        after=_State(
+            after,
+            _concat(standing, extensions, new),
+            trees[~_hits(_crowns(trees), clearings)],
+        ),
+        taken=tuple(placer.taken),
     )
 
 
-def _debris(roofs: pd.DataFrame) -> np.ndarray:
+def _plant_again(town: _Town, first: _Plan, rng: np.random.Generator) -> _Plan:
+    """The second quarter, planted on the first quarter's after epoch.
+
+    Some of the first quarter's illegal buildings (new ones and extensions) grow by a storey or
+    two under a new roof ("continued") or are torn down ("demolished"); and new changes of every
+    kind appear ("new"), about half as many as in the first quarter, a third of the new
+    buildings permitted.
+    """
+    now = replace(
+        town,
+        patches=_concat(town.patches, first.after.patches),
+        buildings=first.after.buildings,
+        trees=first.after.trees,
+    )
+    area_km2 = (town.size * _RES) ** 2 / 1e6
+    count = {kind: max(1, round(rate * area_km2 / 2)) for kind, rate in _RATES.items()}
+    n_new = max(2, count["new_building"])  # one permitted, one not at least
+    placer = _Placer(now, rng, earlier=first.taken)
+    where = partial(_region, town)
+
+    prior, case = _follow_ups(first.truth, rng)
+    continued = case == "continued"
+    rows = first.truth.building.to_numpy()[prior]
+    grown = placer.raised(now.buildings.iloc[rows[continued]])
+    torn = rows[~continued]
+    gone = [
+        placer.demolition(where(k, count["demolition"]), contrast=450.0)
+        for k in range(count["demolition"])
+    ]
+    extensions = _concat(
+        *(placer.extension(where(k, count["extension"])) for k in range(count["extension"]))
+    )
+    new = _concat(*(placer.new_building(where(k, n_new)) for k in range(n_new)))
+    n = count["land_clearing"]
+    clearings = np.array([placer.lawn_clearing(where(k, n)) for k in range(n)], dtype=object)
+    permitted = np.arange(n_new) % 3 == 1
+
+    rects = _rects(now.buildings)
+    down = np.concatenate([torn, gone]).astype(int)
+    height = now.buildings.h.to_numpy()
+    fresh = [len(new), len(extensions), len(gone), n]
+    truth = pd.DataFrame(
+        {
+            "geometry": np.concatenate(
+                [
+                    _rects(grown),
+                    rects[torn],
+                    _rects(new),
+                    _rects(extensions),
+                    rects[gone],
+                    clearings,
+                ]
+            ),
+            "kind": np.concatenate(
+                [
+                    np.repeat(["extension", "demolition"], [len(grown), len(torn)]),
+                    np.repeat(KINDS, fresh),
+                ]
+            ),
+            "permitted": np.concatenate(
+                [np.zeros(len(prior), bool), permitted, np.zeros(sum(fresh) - n_new, bool)]
+            ),
+            "height_m": np.concatenate(
+                [
+                    grown.h - height[rows[continued]],
+                    height[torn],
+                    new.h,
+                    extensions.h,
+                    height[gone],
+                    np.zeros(n),
+                ]
+            ),
+            "building": -1,
+            "case": np.repeat(CASES, [len(grown), len(torn), sum(fresh)]),
+            "prior": pd.array(
+                [*prior[continued], *prior[~continued], *[None] * sum(fresh)], dtype="Int64"
+            ),
+        }
+    )
+    truth["in_drone"] = shapely.within(truth.geometry.to_numpy(), town.footprint)
+    ids = np.sort(rng.choice(np.arange(1000, 10000), permitted.sum(), replace=False))
+    permits = pd.DataFrame(
+        {
+            "geometry": shapely.buffer(_rects(new[permitted]), 2.5, join_style="mitre"),
+            "permit_id": [f"HZ-2024-{i:04d}" for i in ids],
+        }
+    )
+    rubble = shapely.buffer(rects[down], 0.8, join_style="mitre")
+    after = _concat(
+        first.after.patches,
+        _patches(clearings, SOIL, rng.uniform(1.05, 1.25, n)),
+        _patches(rubble, _debris(now.buildings.iloc[down])[0], rng.uniform(0.95, 1.05, len(down))),
+    )
+    standing = now.buildings.copy()
+    standing.loc[grown.index] = grown
+    return _Plan(
+        truth=truth,
+        permits=permits,
+        before=first.after,
+        after=_State(
+            after,
+            _concat(standing.drop(index=down), extensions, new),
+            now.trees[~_hits(_crowns(now.trees), clearings)],
+        ),
+        taken=tuple(placer.taken),
+    )
+
+
+def _region(town: _Town, k: int, n: int) -> shapely.Geometry:
+    """Where the `k`-th of `n` changes of a kind goes: the first third in the drone block."""
+    if k < math.ceil(n / 3):
+        return shapely.intersection(shapely.buffer(town.footprint, -6.0), town.interior)
+    return town.interior
+
+
+def _follow_ups(truth: pd.DataFrame, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The first quarter's changes the second follows up, and the case of each.
+
+    A third (at least two) of the illegal new buildings and extensions, taken in and out of the
+    drone block by turns, their cases ``continued, demolished, demolished, continued, ...``:
+    so each case has both kinds of coverage as soon as there are four.
+
+    Returns
+    -------
+    prior : ndarray of int
+        Rows of `truth`, shape (n,).
+    case : ndarray of str
+        ``continued`` or ``demolished``, shape (n,).
+    """
+    built = truth.kind.isin(["new_building", "extension"]) & ~truth.permitted
+    rows = rng.permutation(np.flatnonzero(built))
+    inside = truth.in_drone.to_numpy()[rows]
+    turn = np.where(inside, np.cumsum(inside), np.cumsum(~inside))  # 1, 2, ... in each group
+    rows = rows[np.lexsort((~inside, turn))][: max(2, round(len(rows) / 3))]
+    cases = np.array(["continued", "demolished", "demolished", "continued"])
+    return rows, cases[np.arange(len(rows)) % 4]
+
+
+def _debris(roofs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The class of debris left by each demolished building: brick and soil or concrete
-    dust, whichever stands out more from its roof in the visible bands."""
+    dust, whichever stands out more from its roof in the visible bands; and by how much
+    (reflectance distance)."""
     visible = roofs[["blue", "green", "red"]].to_numpy()
     candidates = np.array([RUBBLE, DUST])
     distance = np.linalg.norm(visible[:, None, :] - _REFLECTANCE[candidates, :3], axis=2)
-    return candidates[np.argmax(distance, axis=1)]
+    return candidates[np.argmax(distance, axis=1)], distance.max(axis=1, initial=0.0)
 
 
 class _Placer:
@@ -853,9 +1164,11 @@ class _Placer:
 
     Changes keep clear of each other and of the cloud; new buildings and extensions also of
     buildings, roads, water and trees. A clearing may take trees: that is what it clears.
+    With `earlier` (an earlier quarter's :attr:`_Plan.taken`) they also keep clear of that
+    quarter's changes, and leave the buildings next to them as they are.
     """
 
-    def __init__(self, town: _Town, rng: np.random.Generator):
+    def __init__(self, town: _Town, rng: np.random.Generator, *, earlier: tuple = ()):
         self.town = town
         self.rng = rng
         self.rects = _rects(town.buildings)
@@ -863,8 +1176,10 @@ class _Placer:
         self.solid = [*self.rects, *town.roads.geometry, *water]
         self.crowns = list(_crowns(town.trees))
         seam = shapely.union_all(_with_shadows(town.seam, town.frame))
-        self.taken = [town.cloud_zone, shapely.buffer(seam, 4.0)]
-        self.used: set[int] = set()  # buildings extended or demolished
+        self.taken = list(earlier) or [town.cloud_zone, shapely.buffer(seam, 4.0)]
+        # Buildings extended or demolished, or next to an earlier quarter's changes.
+        near = _hits(shapely.buffer(self.rects, 4.0), np.array(earlier, dtype=object))
+        self.used: set[int] = set(np.flatnonzero(near).tolist())
         # How much of each roof lies in the shadow of others (a demolition there would leave
         # shaded debris, hard to tell from the roof it replaces).
         self.hulls = _with_shadows(town.buildings, town.frame)
@@ -948,13 +1263,14 @@ class _Placer:
         ext["h"] = np.clip(ext.h + self.rng.choice([-3.2, 0.0, 0.0, 3.2]), 3.2, 20.0)
         return ext
 
-    def demolition(self, region: shapely.Geometry) -> int:
-        """An existing building at least 8 m a side; returns its row in the town's table."""
+    def demolition(self, region: shapely.Geometry, *, contrast: float = 0.0) -> int:
+        """An existing building at least 8 m a side whose debris differs from its roof by at
+        least `contrast` (visible reflectance); returns its row in the town's table."""
         b = self.town.buildings
         reach = shapely.buffer(self.rects, 4.0)
         ok = shapely.within(self.rects, region) & (np.minimum(b.w, b.d).to_numpy() >= 8.0)
         ok &= ~b.index.isin(list(self.used)) & ~_hits(reach, np.array(self.taken, dtype=object))
-        ok &= self.shaded < 0.25
+        ok &= (self.shaded < 0.25) & (_debris(b)[1] >= contrast)
         k = self._pick(ok, "demolition")
         self.used.add(k)
         self.taken.append(reach[k])
@@ -965,20 +1281,11 @@ class _Placer:
         it; parks, farms and lawns first."""
         blocks = self.town.blocks
         green = shapely.union_all(blocks.geometry[blocks.kind.isin(["park", "farm", "flats"])])
-        for within, largest in (
-            (shapely.intersection(region, green), 1400.0),
-            (region, 1400.0),
-            (region, 600.0),
-        ):
-            pq = self._points(within, 200)
-            shapes = np.array([_blob(p, q, largest, self.rng) for p, q in pq], dtype=object)
-            reach = shapely.buffer(shapes, 3.0)
-            ok = self._free(reach, trees=False) & shapely.within(shapes, region)
-            if ok.any():
-                break
-        k = self._pick(ok, "land clearing")
-        self.taken.append(reach[k])
-        clearing = shapes[k]
+        clearing = self._clearing(
+            (shapely.intersection(region, green), 1400.0, region),
+            (region, 1400.0, region),
+            (region, 600.0, region),
+        )
         n = int(clearing.area / 120)
         pq = self._points(shapely.buffer(clearing, -3.0), 20 * n)[:n]
         felled = _tree_table(
@@ -989,6 +1296,44 @@ class _Placer:
             self.rng,
         )
         return clearing, shapely.buffer(clearing, self.rng.uniform(5.0, 9.0)), felled
+
+    def lawn_clearing(self, region: shapely.Geometry) -> shapely.Polygon:
+        """A patch of 320-1400 m2 of the grass or crops that grow there, to clear (with the
+        trees on it); in `region` if there is room, else anywhere in the area."""
+        patches = self.town.patches
+        green = shapely.union_all(
+            patches.geometry[patches.cls.isin([GRASS, CROP]) & (patches.layer == 0)]
+        )
+        lawns = [shapely.intersection(r, green) for r in (region, self.town.interior)]
+        return self._clearing(
+            *((lawn, largest, lawn) for lawn in lawns for largest in (1400.0, 600.0))
+        )
+
+    def _clearing(self, *tries) -> shapely.Polygon:
+        """A blob around a point of `region` and inside `within`, from the first of `tries`
+        ``(region, largest area, within)`` that has room for one."""
+        for region, largest, within in tries:
+            pq = self._points(region, 200)
+            shapes = np.array([_blob(p, q, largest, self.rng) for p, q in pq], dtype=object)
+            reach = shapely.buffer(shapes, 3.0)
+            ok = self._free(reach, trees=False) & shapely.within(shapes, within)
+            if ok.any():
+                break
+        k = self._pick(ok, "land clearing")
+        self.taken.append(reach[k])
+        return shapes[k]
+
+    def raised(self, buildings: pd.DataFrame) -> pd.DataFrame:
+        """`buildings` one or two storeys higher under roofs of another colour; where they and
+        their longer shadows now reach is taken."""
+        colours = buildings[list(_BANDS)].to_numpy()
+        other = np.linalg.norm(_ROOFS[None, :, :3] - colours[:, None, :3], axis=2) >= 450.0
+        pick = np.argmax(self.rng.random(other.shape) * other, axis=1)
+        out = buildings.copy()
+        out[list(_BANDS)] = _ROOFS[pick] * self.rng.uniform(0.92, 1.08, (len(out), 1))
+        out["h"] = buildings.h + 3.2 * self.rng.integers(1, 3, len(out))
+        self.taken.extend(shapely.buffer(_with_shadows(out, self.town.frame), 3.0))
+        return out
 
 
 def _attach(b: pd.DataFrame, wall, depth, length, slide, *, gap: float = 0.0) -> pd.DataFrame:
@@ -1042,10 +1387,11 @@ class _Scene:
     shadows: np.ndarray  # polygons
 
 
-def _scene(town: _Town, plan: _Plan, epoch: int, rng: np.random.Generator) -> _Scene:
-    patches = _concat(town.patches, plan.patches[epoch])
-    buildings, trees = plan.buildings[epoch], plan.trees[epoch]
-    season = epoch == 1  # the after epoch is in June: vegetation has greened up
+def _scene(town: _Town, state: _State, *, summer: bool, rng: np.random.Generator) -> _Scene:
+    """The scene of an epoch: the town with `state`'s objects, and cars; with `summer`
+    (June and September) vegetation has greened up."""
+    patches = _concat(town.patches, state.patches)
+    buildings, trees = state.buildings, state.trees
     colours = buildings[list(_BANDS)].to_numpy()
     roofs = buildings.assign(w=buildings.w - 0.9, d=buildings.d - 0.9)  # inside the parapet
     cars = _cars(town.roads, rng)
@@ -1056,7 +1402,7 @@ def _scene(town: _Town, plan: _Plan, epoch: int, rng: np.random.Generator) -> _S
                 patches.cls,
                 patches.tone,
                 patches.layer,
-                season=patches.season if season else None,
+                season=patches.season if summer else None,
                 z=np.where(np.isin(patches.cls, (RUBBLE, DUST)), 0.5, 0.0),
             ),
             _paint(town.roads.geometry, ROAD, town.roads.tone, 2),
@@ -1065,7 +1411,7 @@ def _scene(town: _Town, plan: _Plan, epoch: int, rng: np.random.Generator) -> _S
                 TREE,
                 trees.tone,
                 3,
-                season=trees.season if season else None,
+                season=trees.season if summer else None,
                 z=trees.h,
             ),
             _paint(_rects(buildings), ROOF, 1.0, 4, colours=colours * 0.8, z=buildings.h),
@@ -1292,14 +1638,18 @@ def _heights_above_datum(scene: _Scene, grid: _Grid, ground, fine) -> np.ndarray
 
 
 def _misregistration(rng: np.random.Generator) -> np.ndarray:
-    """Displacement (col, row) of the after satellite scene: 1.2-2.8 px in any direction."""
+    """Displacement (col, row) of a later satellite scene: 1.2-2.8 px in any direction."""
     angle = rng.uniform(0, 2 * np.pi)
     return rng.uniform(1.2, 2.8) * np.array([math.cos(angle), math.sin(angle)])
 
 
-def _write_satellite(folder: Path, town, scenes, world, shift, seed: int, bar) -> list:
+def _write_satellite(folder: Path, town, scenes, world, shifts, seed: int, bar) -> list:
     """Write each epoch's satellite scene as two files; return the cloud's outlines
-    (cloud, its shadow) in EPSG:4547."""
+    (cloud, its shadow) in EPSG:4547.
+
+    The scenes after the first are displaced by `shifts` (one per scene, col and row px) and
+    have their own radiometry; the second one has the cloud.
+    """
     left, top = _ORIGIN
     grid = _Grid(_GRID_CRS, Affine(_RES, 0, left, 0, -_RES, top), town.size, town.size)
     texture = _warp(world.texture, world.grid, grid)
@@ -1310,11 +1660,14 @@ def _write_satellite(folder: Path, town, scenes, world, shift, seed: int, bar) -
         img = _reflectance(scene, grid, texture, fine, fine_amp=_FINE_SAT, bands=_BANDS)
         for k in range(len(img)):
             img[k] = ndimage.gaussian_filter(img[k], 0.6)  # the optics' blur
-            if e == 1:
-                img[k] = ndimage.shift(img[k], (shift[1], shift[0]), order=1, mode="nearest")
+            if e > 0:
+                col, row = shifts[e - 1]
+                img[k] = ndimage.shift(img[k], (row, col), order=1, mode="nearest")
         if e == 1:
             outlines = _cloud(img, town, grid, rng)
-            img = _GAIN * 10000.0 * (np.maximum(img, 1.0) / 10000.0) ** _GAMMA + _OFFSET
+        if e > 0:
+            gain, offset, gamma = _RADIOMETRY[e - 1]
+            img = gain * 10000.0 * (np.maximum(img, 1.0) / 10000.0) ** gamma + offset
         img += rng.standard_normal(img.shape, dtype=np.float32) * (20.0 + 0.01 * img)
         dn = np.clip(np.rint(img), 1, 65535).astype(np.uint16)
         dn[:, _edges(grid.shape, rng)] = 0
@@ -1418,7 +1771,6 @@ def _write_drone(folder: Path, town: _Town, scenes, world: _World, seed: int, ba
     ).astype(bool)
     texture = _warp(world.texture, world.grid, grid)
     fine = np.random.default_rng([seed, 7]).standard_normal(grid.shape, dtype=np.float32)
-    balance = (1.0, 1.0, 1.0), (1.03, 1.0, 0.96)  # each flight's white balance (r, g, b)
     interp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha)
     for e, scene in enumerate(scenes):
         rng = np.random.default_rng([seed, 8, e])
@@ -1427,7 +1779,7 @@ def _write_drone(folder: Path, town: _Town, scenes, world: _World, seed: int, ba
         )
         rgba = np.zeros((4, *grid.shape), np.uint8)
         for k in range(3):
-            value = 255.0 * np.clip(refl[k] * balance[e][k] / 2600.0, 0.0, 1.0) ** 0.6
+            value = 255.0 * np.clip(refl[k] * _BALANCE[e][k] / 2600.0, 0.0, 1.0) ** 0.6
             value += rng.standard_normal(grid.shape, dtype=np.float32) * 2.0
             rgba[k] = np.clip(np.rint(value), 0, 255)
         rgba[:3, ~inside] = 0
@@ -1449,7 +1801,7 @@ def _write_drone(folder: Path, town: _Town, scenes, world: _World, seed: int, ba
     ground = _warp(world.ground, world.grid, grid)
     for e, scene in enumerate(scenes):
         fine = np.random.default_rng([seed, 9, e]).standard_normal(grid.shape, dtype=np.float32)
-        z = _heights_above_datum(scene, grid, ground + 0.25 * e, fine)  # flights' datums differ
+        z = _heights_above_datum(scene, grid, ground + _DATUM[e], fine)
         z[~inside | np.isnan(z)] = _DSM_NODATA
         _write_raster(
             folder / f"dsm_{EPOCHS[e][0]}.tif",
@@ -1535,13 +1887,14 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _write_vectors(root: Path, town: _Town, plan: _Plan, clouds: list, rng) -> None:
+def _write_vectors(root: Path, town: _Town, plans: list[_Plan], clouds: list, rng) -> None:
     world = town.frame.to_world
-    truth = gpd.GeoDataFrame(
-        plan.truth[["kind", "permitted", "in_drone", "height_m"]],
-        geometry=world(plan.truth.geometry.to_numpy()),
-        crs=_GRID_CRS,
-    )
+
+    def frame(table: pd.DataFrame, fields: list[str]) -> gpd.GeoDataFrame:
+        geometry = world(table.geometry.to_numpy())
+        return gpd.GeoDataFrame(table[fields], geometry=geometry, crs=_GRID_CRS)
+
+    fields = ["kind", "permitted", "in_drone", "height_m"]
     nuisance = gpd.GeoDataFrame(
         {
             "kind": ["cloud", "cloud_shadow", "drone_footprint"],
@@ -1550,12 +1903,11 @@ def _write_vectors(root: Path, town: _Town, plan: _Plan, clouds: list, rng) -> N
         geometry=[*clouds, world(town.footprint)],
         crs=_GRID_CRS,
     )
-    permits = gpd.GeoDataFrame(
-        plan.permits[["permit_id"]],
-        geometry=world(plan.permits.geometry.to_numpy()),
-        crs=_GRID_CRS,
-    )
-    _write_gpkg(root / "truth.gpkg", {"truth": truth, "nuisance": nuisance})
+    truth = {"truth": frame(plans[0].truth, fields), "nuisance": nuisance}
+    for q, plan in enumerate(plans[1:], start=1):
+        truth[_truth_layer(q)] = frame(plan.truth, [*fields, "case", "prior"])
+    permits = frame(_concat(*(plan.permits for plan in plans)), ["permit_id"])
+    _write_gpkg(root / "truth.gpkg", truth)
     _write_gpkg(root / "permits.gpkg", {"permits": permits})
     _write_gpkg(root / "offices.gpkg", {"offices": _offices(town, rng)})
 
@@ -1594,8 +1946,9 @@ def _offices(town: _Town, rng) -> gpd.GeoDataFrame:
     ).to_crs(_OFFICE_CRS)
 
 
-def _config() -> dict:
-    """The batch configuration, DESIGN's contract; paths relative to the file."""
+def _config(epochs, *, quarter: int) -> dict:
+    """The batch configuration of quarter `quarter` (from 0) over `epochs` ((id, date) pairs),
+    DESIGN's contract; paths relative to the file."""
     return {
         "grid": {"crs": _GRID_CRS, "resolution": _RES, "tile_size": _TILE, "halo": 64},
         "paths": {"work": "work", "out": "out", "register": "register.gpkg"},
@@ -1619,9 +1972,9 @@ def _config() -> dict:
                     {"kind": "dsm", "path": f"imagery/dsm_{epoch}.tif"},
                 ],
             }
-            for epoch, date in EPOCHS
+            for epoch, date in epochs
         ],
-        "run": {"before": EPOCHS[0][0], "after": EPOCHS[1][0]},
+        "run": {"before": epochs[quarter][0], "after": epochs[quarter + 1][0]},
         "detect": {"min_area_m2": 20},
     }
 
