@@ -116,3 +116,18 @@ def write_suspects(config: Config, rows: list[tuple]) -> None:
     )
     tiles = gpd.GeoDataFrame({"tile": ["r0_c0"]}, geometry=[box(0, 0, 128, 64)], crs="EPSG:4547")
     write_layers(changes_path(config), {"suspects": suspects, "tiles": tiles})
+
+
+def fill_worklist(path: Path, out: Path, answers: dict[str, dict]) -> Path:
+    """Fill a returned xlsx worklist as an office would: ``answers`` maps task IDs to cells by
+    header (e.g. ``{"核查结果": "违法建设"}``)."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(path)
+    sheet = book.active
+    headers = [c.value for c in sheet[1]]
+    for row in range(2, sheet.max_row + 1):
+        for title, value in answers.get(sheet.cell(row=row, column=1).value, {}).items():
+            sheet.cell(row=row, column=headers.index(title) + 1, value=value)
+    book.save(out)
+    return out

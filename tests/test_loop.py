@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import geopandas as gpd
 import numpy as np
-import openpyxl
 import pytest
 import shapely
+from city import fill_worklist
 from click.testing import CliRunner
 
 from cli import main
@@ -34,17 +34,6 @@ def _on_truth(tasks: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> np.ndarray:
     illegal = shapely.union_all(truth.geometry[~truth["permitted"].astype(bool)].to_numpy())
     geoms = tasks.geometry.to_numpy()
     return shapely.area(shapely.intersection(geoms, illegal)) >= 0.5 * shapely.area(geoms)
-
-
-def _fill(path, out, answers):
-    book = openpyxl.load_workbook(path)
-    sheet = book.active
-    headers = [c.value for c in sheet[1]]
-    for row in range(2, sheet.max_row + 1):
-        for title, value in answers.get(sheet.cell(row=row, column=1).value, {}).items():
-            sheet.cell(row=row, column=headers.index(title) + 1, value=value)
-    book.save(out)
-    return out
 
 
 def test_two_quarters_with_returned_worklists(tmp_path):
@@ -71,7 +60,7 @@ def test_two_quarters_with_returned_worklists(tmp_path):
             answers[task_id] = cells
         expected[code] = (len(group), len(group), closed)
     returned = [
-        _fill(q2 / "worklists" / code / f"{code}_2024Q2.xlsx", tmp_path / f"{code}_2024Q2.xlsx",
+        fill_worklist(q2 / "worklists" / code / f"{code}_2024Q2.xlsx", tmp_path / f"{code}_2024Q2.xlsx",
               answers)
         for code in sorted(expected)
     ]

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 
 import geopandas as gpd
 import numpy as np
-import openpyxl
 import pandas as pd
 import pyogrio
 import pytest
 import shapely
 from city import box as city_box
-from city import quarter, write_city, write_suspects
+from city import fill_worklist, quarter, write_city, write_suspects
 from click.testing import CliRunner
 
 from cli import main
@@ -291,18 +290,6 @@ def test_files_that_are_not_registers_are_refused(tmp_path):
 # --- the whole loop ----------------------------------------------------------------------------
 
 
-def fill(path, out, answers):
-    """Fill a returned worklist as an office would: ``answers`` maps task IDs to cells by header."""
-    book = openpyxl.load_workbook(path)
-    sheet = book.active
-    headers = [c.value for c in sheet[1]]
-    for row in range(2, sheet.max_row + 1):
-        for title, value in answers.get(sheet.cell(row=row, column=1).value, {}).items():
-            sheet.cell(row=row, column=headers.index(title) + 1, value=value)
-    book.save(out)
-    return out
-
-
 def test_the_whole_loop(tmp_path):
     """Quarter 1 → worklists → returned xlsx → import → stats → quarter 2 links, not re-issues."""
     write_city(tmp_path)
@@ -333,7 +320,7 @@ def test_the_whole_loop(tmp_path):
 
     # the offices fill in their worklists and send them back
     verified, closed = datetime(2024, 7, 10), datetime(2024, 7, 20)
-    at = fill(
+    at = fill_worklist(
         folder / "AT" / "AT_E1.xlsx",
         tmp_path / "AT_E1 填报.xlsx",
         {
@@ -348,7 +335,7 @@ def test_the_whole_loop(tmp_path):
             ids["s3"]: {"核查结果": "误报", "核查日期": verified, "办结日期": closed},
         },
     )
-    xq = fill(
+    xq = fill_worklist(
         folder / "XQ" / "XQ_E1.xlsx",
         tmp_path / "XQ_E1.xlsx",
         {
