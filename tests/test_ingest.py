@@ -14,7 +14,7 @@ X0, Y0 = 520_000.0, 2_522_000.0
 
 
 def _config(tmp_path, sources: str) -> str:
-    text = f"""
+    text = """
 [grid]
 crs = "EPSG:4547"
 resolution = 0.5
