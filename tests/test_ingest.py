@@ -14,7 +14,7 @@ X0, Y0 = 520_000.0, 2_522_000.0
 
 
 def _config(tmp_path, sources: str) -> str:
-    text = """
+    text = f"""
 [grid]
 crs = "EPSG:4547"
 resolution = 0.5
@@ -160,7 +160,7 @@ def test_epochs_without_common_bands_are_refused(tmp_path, make_raster, area):
 
     make_raster("pan.tif", np.full((1, 200, 200), 900, np.uint16), origin=(X0, Y0), nodata=0)
     make_raster("rgb.tif", np.full((3, 200, 200), 90, np.uint8), origin=(X0, Y0))
-    text = f"""
+    text = """
 [grid]
 crs = "EPSG:4547"
 resolution = 0.5
@@ -174,14 +174,14 @@ date = "2024-03-20"
 [[epochs.sources]]
 kind = "satellite"
 path = "pan.tif"
-bands = {{ pan = 1 }}
+bands = { pan = 1 }
 [[epochs]]
 id = "B"
 date = "2024-06-20"
 [[epochs.sources]]
 kind = "satellite"
 path = "rgb.tif"
-bands = {{ red = 1, green = 2, blue = 3 }}
+bands = { red = 1, green = 2, blue = 3 }
 [run]
 before = "A"
 after = "B"
