@@ -1,8 +1,10 @@
 """Sub-pixel co-registration of two epochs by phase correlation.
 
 Orthomosaics and satellite scenes of different quarters are typically off by a few pixels.
-:func:`estimate_shift` measures the translation on gradient images (which do not care about gain
-and offset between epochs), :func:`apply_shift` moves the later epoch onto the earlier one.
+:func:`measure_shift` measures the translation of one epoch's bands against another's by phase
+correlation (:func:`estimate_shift`) of gradient images (:func:`registration_image`, which do
+not care about gain and offset between epochs); :func:`apply_shift` moves the later epoch onto
+the earlier one.
 """
 
 from __future__ import annotations
@@ -14,10 +16,21 @@ import scipy.fft
 from scipy import ndimage as ndi
 from skimage.registration import phase_cross_correlation
 
-__all__ = ["Shift", "apply_shift", "estimate_shift", "registration_image"]
+from .sampling import sampled
+
+__all__ = [
+    "Shift",
+    "apply_shift",
+    "estimate_shift",
+    "gradient_magnitude",
+    "measure_shift",
+    "registration_image",
+]
 
 #: Radius (px) around the correlation peak that belongs to the peak, not to the side lobes.
 _PEAK_RADIUS = 3
+#: Side (px) of the window a shift is measured on.
+_WINDOW = 512
 
 
 @dataclass(frozen=True)
@@ -47,50 +60,53 @@ class Shift:
         return float(np.hypot(self.row, self.col))
 
 
-def registration_image(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """A gain-free, tapered edge image to phase-correlate.
+def measure_shift(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    upsample_factor: int = 20,
+) -> Shift:
+    """Measure the translation of one epoch's bands relative to another's.
 
-    Each band is scaled by its robust spread, the bands are averaged, and the gradient magnitude
-    of the average (Gaussian, sigma 1 px) is centred on its mean over valid pixels. Invalid
-    pixels and a 2 px margin around them are zero; a Hann window times a blurred valid mask
-    tapers the result to zero at the tile border and at nodata edges.
+    Tiles larger than ``_WINDOW`` px are measured on the ``_WINDOW`` x ``_WINDOW`` window
+    centred on their valid pixels: a translation is the same everywhere on a tile, and the
+    window holds most of what the tapered tile would weigh anyway. Both windows become
+    :func:`registration_image` s and go to :func:`estimate_shift`.
 
     Parameters
     ----------
-    data : ndarray of float32, shape (n, h, w)
-        Bands of one epoch (invalid pixels already filled with finite values).
-    valid : ndarray of bool, shape (h, w)
-        Pixels to use; pass the pixels valid in *both* epochs so both images share one support.
+    reference, moving : ndarray of float32, shape (n, h, w)
+        The same bands of two epochs (invalid pixels filled with finite values).
+    valid : ndarray of bool, shape (h, w), keyword-only
+        Pixels valid in both epochs; None means all.
+    upsample_factor : int, keyword-only
+        Sub-pixel precision is ``1 / upsample_factor`` px.
 
     Returns
     -------
-    ndarray of float32, shape (h, w)
+    Shift
+        Not applied.
     """
-    inner = ndi.binary_erosion(valid, iterations=2)
-    h, w = valid.shape
-    if not inner.any():
-        return np.zeros((h, w), np.float32)
-    mean = np.zeros((h, w), np.float32)
-    for band in data:
-        values = band[::4, ::4][inner[::4, ::4]] if inner[::4, ::4].any() else band[inner]
-        low, high = np.percentile(values, [25, 75])
-        mean += band / max(float(high - low), 1e-6)
-    edges = ndi.gaussian_gradient_magnitude(mean, 1.0)
-    edges -= edges[inner].mean()
-    taper = ndi.gaussian_filter(inner.astype(np.float32), 4.0)
-    taper *= np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    return np.where(inner, edges * taper, 0.0).astype(np.float32)
+    if valid is None:
+        valid = np.ones(reference.shape[1:], bool)
+    window = _window(valid)
+    return estimate_shift(
+        registration_image(reference[:, *window], valid[window]),
+        registration_image(moving[:, *window], valid[window]),
+        upsample_factor=upsample_factor,
+    )
 
 
 def estimate_shift(
     reference: np.ndarray, moving: np.ndarray, *, upsample_factor: int = 20
 ) -> Shift:
-    """Measure the translation of ``moving`` relative to ``reference``.
+    """Phase-correlate two registration images (see :func:`registration_image`).
 
     Parameters
     ----------
     reference, moving : ndarray of float32, shape (h, w)
-        Registration images (see :func:`registration_image`) of the two epochs.
+        Edge images of the two epochs.
     upsample_factor : int, keyword-only
         Sub-pixel precision is ``1 / upsample_factor`` px.
 
@@ -109,9 +125,54 @@ def estimate_shift(
     return Shift(float(shift[0]), float(shift[1]), _peak_confidence(ref_f, mov_f))
 
 
-def apply_shift(
-    data: np.ndarray, valid: np.ndarray, shift: Shift
-) -> tuple[np.ndarray, np.ndarray]:
+def registration_image(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A gain-free, tapered edge image to phase-correlate.
+
+    Each band is scaled by its robust spread, the bands are averaged, and the gradient magnitude
+    of the average is centred on its mean over valid pixels. Invalid pixels and a 2 px
+    margin around them are zero; a Hann window times a blurred (9 px box) valid mask tapers the
+    result to zero at the tile border and at nodata edges.
+
+    Parameters
+    ----------
+    data : ndarray of float32, shape (n, h, w)
+        Bands of one epoch (invalid pixels already filled with finite values).
+    valid : ndarray of bool, shape (h, w)
+        Pixels to use; pass the pixels valid in *both* epochs so both images share one support.
+
+    Returns
+    -------
+    ndarray of float32, shape (h, w)
+        Scaled to a largest magnitude of 1 (0 everywhere for a featureless image).
+    """
+    inner = valid if valid.all() else ndi.binary_erosion(valid, iterations=2)
+    h, w = valid.shape
+    if not inner.any():
+        return np.zeros((h, w), np.float32)
+    mean = np.zeros((h, w), np.float32)
+    for band in data:
+        values = sampled(band, inner)
+        low, high = np.percentile(values, [25, 75])
+        mean += band * np.float32(1.0 / max(float(high - low), 1e-6))
+    edges = gradient_magnitude(mean)
+    edges -= edges[inner].mean()
+    taper = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    if not inner.all():
+        taper *= ndi.uniform_filter(inner.astype(np.float32), 9)
+    out = np.where(inner, edges * taper, np.float32(0.0))
+    peak = float(np.abs(out).max())
+    return out / np.float32(peak) if peak > 0 else out
+
+
+def gradient_magnitude(image: np.ndarray) -> np.ndarray:
+    """Gradient magnitude (:func:`numpy.gradient`) of a (h, w) image, float32 (h, w), per pixel."""
+    image = image.astype(np.float32, copy=False)
+    if min(image.shape) < 2:
+        return np.zeros(image.shape, np.float32)
+    return np.hypot(*np.gradient(image))
+
+
+def apply_shift(data: np.ndarray, valid: np.ndarray, shift: Shift) -> tuple[np.ndarray, np.ndarray]:
     """Resample one epoch by a shift (bilinear); pixels moved in from outside become invalid.
 
     Parameters
@@ -125,10 +186,32 @@ def apply_shift(
     data : ndarray of float32, shape (n, h, w)
     valid : ndarray of bool, shape (h, w)
     """
-    offset = (shift.row, shift.col)
-    moved = np.stack([ndi.shift(band, offset, order=1, mode="nearest") for band in data])
-    still_valid = ndi.shift(valid.astype(np.float32), offset, order=1, cval=0.0) > 0.99
-    return moved, still_valid
+    moved = _bilinear_shift(data, shift.row, shift.col)
+    mask = _bilinear_shift(valid[np.newaxis].astype(np.float32), shift.row, shift.col, fill=0.0)
+    return moved, mask[0] > 0.99
+
+
+def _bilinear_shift(
+    data: np.ndarray, row: float, col: float, *, fill: float | None = None
+) -> np.ndarray:
+    """``out[:, i, j] = data[:, i - row, j - col]``, interpolated bilinearly, float32 (n, h, w).
+
+    Pixels whose source lies outside the image repeat the edge, or get ``fill``.
+    """
+    _, h, w = data.shape
+    whole_r, whole_c = int(np.floor(row)), int(np.floor(col))
+    frac_r, frac_c = np.float32(row - whole_r), np.float32(col - whole_c)
+    rows = np.clip(np.arange(-1, h) - whole_r, 0, h - 1)
+    cols = np.clip(np.arange(-1, w) - whole_c, 0, w - 1)
+    grid = data[:, rows][:, :, cols].astype(np.float32, copy=False)
+    same_row = grid[:, 1:, 1:] * (1 - frac_c) + grid[:, 1:, :-1] * frac_c
+    row_above = grid[:, :-1, 1:] * (1 - frac_c) + grid[:, :-1, :-1] * frac_c
+    out = same_row * (1 - frac_r) + row_above * frac_r
+    if fill is not None:
+        source_r, source_c = np.arange(h) - row, np.arange(w) - col
+        out[:, (source_r < 0) | (source_r > h - 1)] = fill
+        out[:, :, (source_c < 0) | (source_c > w - 1)] = fill
+    return out
 
 
 def _peak_confidence(ref_f: np.ndarray, mov_f: np.ndarray) -> float:
@@ -144,3 +227,16 @@ def _peak_confidence(ref_f: np.ndarray, mov_f: np.ndarray) -> float:
     near = np.arange(-_PEAK_RADIUS, _PEAK_RADIUS + 1)
     centred[np.ix_(near % surface.shape[0], near % surface.shape[1])] = -np.inf
     return float(np.clip(1.0 - centred.max() / peak, 0.0, 1.0))
+
+
+def _window(valid: np.ndarray) -> tuple[slice, slice]:
+    """A ``_WINDOW``-px square (or the whole side) centred on the valid pixels, inside the tile."""
+    centre = [
+        int(np.mean(np.nonzero(valid.any(axis=1 - a))[0])) if valid.any() else 0 for a in (0, 1)
+    ]
+    out = []
+    for size, mid in zip(valid.shape, centre, strict=True):
+        side = min(size, _WINDOW)
+        start = int(np.clip(mid - side // 2, 0, size - side))
+        out.append(slice(start, start + side))
+    return out[0], out[1]

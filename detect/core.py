@@ -23,7 +23,7 @@ from .pairs import Pair, prepare_pairs
 from .params import DetectParams
 from .scene import Scene, check_pair, layers
 
-__all__ = ["TileResult", "change_mask", "detect_changes"]
+__all__ = ["TileResult", "change_mask", "cue_maps", "detect_changes"]
 
 #: Per-object cue means carried into the result: statistic name -> column name.
 _CUE_COLUMNS = {
@@ -58,8 +58,8 @@ class TileResult:
         ``vegetation_after`` (vegetated shares).
     qa : dict of str to float, bool or str
         ``compared`` (layer pairs compared, comma separated), ``valid_fraction`` (share of the
-        tile compared), ``cloud_fraction`` (share of compared pixels under cloud, haze or cloud
-        shadow in either epoch), ``shift_row_px``, ``shift_col_px``, ``shift_confidence`` and
+        tile compared), ``cloud_fraction`` (share of the pixels valid in both epochs that
+        cloud, haze or a cloud shadow in either epoch kept from being compared), ``shift_row_px``, ``shift_col_px``, ``shift_confidence`` and
         ``shift_applied`` of the most confident pair, and the same four prefixed with each
         pair's kind (e.g. ``drone_shift_row_px``).
     """
@@ -129,7 +129,7 @@ def detect_changes(
     labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
     pixel_area = abs(transform.determinant)
     kept = {name: values[keep - 1] for name, values in stats.items()}
-    xs, ys = transform * (kept["col"], kept["row"])
+    xs, ys = transform @ (kept["col"], kept["row"])
     covered = kept["height_cover"] >= 0.5
     return TileResult(
         geometry=polygons(labels, keep, transform=transform),
@@ -168,10 +168,40 @@ def change_mask(
     ndarray of bool, shape (h, w)
     """
     if not pixel_size > 0:
-        raise InputError(f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5")
+        raise InputError(
+            f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
+        )
     transform = Affine(pixel_size, 0.0, 0.0, 0.0, -pixel_size, 0.0)
     labels, keep, _, _, _ = _detect(before, after, transform, params, None)
     return np.isin(labels, keep)
+
+
+def cue_maps(
+    before: Scene,
+    after: Scene,
+    *,
+    pixel_size: float = 0.5,
+    params: DetectParams = DetectParams(),
+) -> Cues:
+    """The per-pixel cues and fused score :func:`detect_changes` segments, for inspection or as
+    features of a learned model.
+
+    Parameters
+    ----------
+    before, after : Scene
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    Cues
+        Every map (h, w), on the before epoch's grid.
+    """
+    shape = check_pair(before, after)
+    pixel_size = _pixel_size(Affine(pixel_size, 0.0, 0.0, 0.0, -pixel_size, 0.0))
+    pairs = prepare_pairs(layers(before), layers(after), pixel_size=pixel_size, params=params)
+    return compute_cues(pairs, shape, pixel_size=pixel_size, params=params)
 
 
 def _detect(
@@ -186,7 +216,12 @@ def _detect(
     pixel_size = _pixel_size(transform)
     pairs = prepare_pairs(layers(before), layers(after), pixel_size=pixel_size, params=params)
     cues = compute_cues(pairs, shape, pixel_size=pixel_size, params=params)
-    labels, n = segment(cues.score, pixel_size=pixel_size, params=params)
+    if cues.valid.any():
+        labels, n = segment(
+            cues.score, cues.strength, cues.valid, pixel_size=pixel_size, params=params
+        )
+    else:
+        labels, n = np.zeros(shape, np.int32), 0
     stats = object_stats(labels, n, cues, pixel_size=pixel_size)
     keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
     if core is not None:
@@ -199,7 +234,9 @@ def _detect(
 def _pixel_size(transform: Affine) -> float:
     size = float(np.sqrt(abs(transform.determinant)))
     if not np.isfinite(size) or size <= 0:
-        raise InputError(f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine")
+        raise InputError(
+            f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine"
+        )
     return size
 
 
@@ -208,7 +245,7 @@ def _qa(pairs: list[Pair], cues: Cues) -> dict[str, Any]:
     qa: dict[str, Any] = {
         "compared": ",".join(p.kind for p in pairs),
         "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
-        "cloud_fraction": float(cues.cloud[cues.valid].mean()) if compared else 0.0,
+        "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
     }
     best = max(pairs, key=lambda p: p.shift.confidence, default=None)
     for prefix, pair in [("", best)] + [(f"{p.kind}_", p) for p in pairs]:

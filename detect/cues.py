@@ -4,16 +4,17 @@ Cues (all (h, w) maps on the tile):
 
 * **spectral** - colour change after normalisation, in robust standard deviations of the
   tile's own differences, so it adapts to each sensor's noise;
-* **structure** - change of local edge density: a new roof brings edges to bare ground, a
-  demolished block takes them away; illumination changes leave it alone;
-* **vegetation** - vegetated (NDVI with a near-infrared band, excess green with RGB only) in
-  either epoch: vegetated in both is seasonal change, not construction;
 * **height** - DSM difference, the strongest cue for new buildings where both epochs have one;
-* **nuisance** - what must not become change: seasonal vegetation, water, cloud and haze
-  (bright, colourless and smooth in one epoch only) and shadow (dark in one epoch only, with
-  the colour of the ground kept).
+* **vegetation** - vegetated (NDVI with a near-infrared band, excess green with RGB only) in
+  each epoch: vegetated in both is seasonal change, not construction;
+* **shadows** - in shadow in one epoch only (see :mod:`detect.nuisance`): not change
+  themselves, but a new shadow beside a change marks a new building;
+* **structure** - change of local edge density, reported per object;
+* **nuisance** - where optical change does not count: seasonal vegetation, water in both
+  epochs, shadows. Clouds, haze and cloud shadows are not compared at all (see
+  :mod:`detect.pairs`).
 
-:func:`compute_cues` fuses them into one score in [0, 1].
+:func:`compute_cues` fuses spectral and height evidence into one score in [0, 1].
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
+from .align import gradient_magnitude
 from .indices import vegetated, water
-from .nuisance import Illumination, illumination_changes
+from .nuisance import shadows
 from .pairs import Pair
 from .params import DetectParams
 from .radiometry import robust_scale
+from .sampling import sampled
 
 __all__ = ["Cues", "compute_cues", "ramp", "structure_change"]
 
 #: Sampling step (px) for the robust statistics of a tile.
 _STEP = 4
+#: Largest noise of a band's differences, as a share of the band's own spread.
+_NOISE_CAP = 0.3
 #: Window (m) over which edge density is averaged.
 _STRUCTURE_WINDOW_M = 2.0
 
@@ -45,7 +50,8 @@ class Cues:
     Attributes
     ----------
     valid : ndarray of bool
-        Pixels compared (valid in both epochs of at least one pair, away from nodata edges).
+        Pixels compared (valid and clear of cloud in both epochs of at least one pair, away
+        from nodata edges).
     spectral : ndarray of float32
         Colour change magnitude, robust standard deviations (0 where not compared).
     structure : ndarray of float32
@@ -60,10 +66,14 @@ class Cues:
         Shadow in that epoch only (see :mod:`detect.nuisance`).
     cloud : ndarray of bool
         Cloud, haze or cloud shadow in either epoch.
-    nuisance : ndarray of float32
-        0..1: how surely an optical change is seasonal, water, cloud or shadow.
+    nuisance : ndarray of bool
+        Optical change here is seasonal vegetation, water or shadow.
     score : ndarray of float32
         Fused change score in [0, 1].
+    strength : ndarray of float32
+        The larger of colour and height change in units of their sure level (``spectral_z[1]``,
+        ``height_change_m[1]``), not clipped; objects are outlined on it relative to their
+        peak.
     """
 
     valid: np.ndarray
@@ -78,6 +88,7 @@ class Cues:
     cloud: np.ndarray
     nuisance: np.ndarray
     score: np.ndarray
+    strength: np.ndarray
 
 
 def ramp(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -101,10 +112,7 @@ def structure_change(before: np.ndarray, after: np.ndarray, *, window_px: int) -
         ``(Ea - Eb) / (Ea + Eb + c)`` in (-1, 1), with ``E`` the local mean gradient magnitude
         and ``c`` the tile's median ``Eb`` (so faint texture on both sides stays near 0).
     """
-    density = [
-        ndi.uniform_filter(ndi.gaussian_gradient_magnitude(img, 1.0), window_px)
-        for img in (before, after)
-    ]
+    density = [ndi.uniform_filter(gradient_magnitude(img), window_px) for img in (before, after)]
     c = float(np.median(density[0][::_STEP, ::_STEP])) + 1e-6
     return ((density[1] - density[0]) / (density[1] + density[0] + c)).astype(np.float32)
 
@@ -117,7 +125,8 @@ class _Optical(NamedTuple):
     structure: np.ndarray
     vegetation: tuple[np.ndarray, np.ndarray, str] | None
     water: np.ndarray
-    light: Illumination
+    shadow_before: np.ndarray
+    shadow_after: np.ndarray
 
 
 def compute_cues(
@@ -146,36 +155,39 @@ def compute_cues(
     height = np.full(shape, np.nan, np.float32)
     height_before = np.full(shape, np.nan, np.float32)
     optical = []
+    cloud = np.zeros(shape, bool)
     for pair in pairs:
-        valid = ndi.binary_erosion(pair.valid, iterations=int(np.ceil(2 * sigma)) + 1)
+        cloud |= pair.cloud
+        valid = _shrink(pair.valid, int(np.ceil(2 * sigma)) + 1)
         before, after = _smooth(pair.before, sigma), _smooth(pair.after, sigma)
         if pair.kind == "dsm":
             height = np.where(valid, after[0] - before[0], np.nan).astype(np.float32)
             ground = _ground(before[0], pixel_size)
             height_before = np.where(valid, before[0] - ground, np.nan).astype(np.float32)
         else:
-            optical.append(_optical(pair.kind, pair.bands, before, after, valid, pixel_size, params))
+            optical.append(
+                _optical(pair.kind, pair.bands, before, after, valid, pixel_size, params)
+            )
     count = np.zeros(shape, np.float32)
     spectral = np.zeros(shape, np.float32)
     structure = np.zeros(shape, np.float32)
     nuisance = np.zeros(shape, bool)
-    shadow_before, shadow_after, cloud = (np.zeros(shape, bool) for _ in range(3))
+    shadow_before, shadow_after = np.zeros(shape, bool), np.zeros(shape, bool)
     for o in optical:
         count += o.valid
         spectral += np.where(o.valid, o.spectral, 0.0)
         structure += np.where(o.valid, o.structure, 0.0)
         nuisance |= o.water
-        shadow_before |= o.light.shadow_before
-        shadow_after |= o.light.shadow_after
-        cloud |= o.light.cloud
+        shadow_before |= o.shadow_before
+        shadow_after |= o.shadow_after
     with np.errstate(invalid="ignore", divide="ignore"):
         spectral = np.where(count > 0, spectral / count, 0.0).astype(np.float32)
         structure = np.where(count > 0, structure / count, 0.0).astype(np.float32)
     indexes = sorted((o.vegetation for o in optical if o.vegetation), key=lambda v: v[2] != "ndvi")
     veg_before, veg_after = indexes[0][:2] if indexes else (np.zeros(shape, bool),) * 2
-    nuisance |= (veg_before & veg_after) | shadow_before | shadow_after | cloud
+    nuisance |= (veg_before & veg_after) | shadow_before | shadow_after
     valid = (count > 0) | np.isfinite(height)
-    score = _fuse(spectral, structure, height, veg_after, nuisance, params)
+    score, strength = _fuse(spectral, structure, height, veg_after, nuisance, params)
     return Cues(
         valid=valid,
         spectral=spectral,
@@ -187,8 +199,9 @@ def compute_cues(
         shadow_before=shadow_before,
         shadow_after=shadow_after,
         cloud=cloud,
-        nuisance=nuisance.astype(np.float32),
-        score=np.where(valid, score, 0.0).astype(np.float32),
+        nuisance=nuisance,
+        score=np.where(valid, score, np.float32(0.0)),
+        strength=np.where(valid, strength, np.float32(0.0)),
     )
 
 
@@ -201,26 +214,18 @@ def _optical(
     pixel_size: float,
     params: DetectParams,
 ) -> _Optical:
-    """Spectral and structure change, vegetation, water and illumination of one pair."""
+    """Spectral and structure change, vegetation, water and shadows of one pair."""
     vegetation = _vegetation(before, after, bands, params)
     seasonal = vegetation[0] & vegetation[1] if vegetation else np.zeros(valid.shape, bool)
     quiet = valid & ~seasonal
     z, spread = _spectral(before, after, quiet if quiet.sum() >= 0.1 * valid.sum() else valid)
     window = max(3, int(round(_STRUCTURE_WINDOW_M / pixel_size)) | 1)
-    lum_before = np.tensordot(1.0 / spread, before, axes=1).astype(np.float32)
-    lum_after = np.tensordot(1.0 / spread, after, axes=1).astype(np.float32)
+    lum_before = _weighted_sum(before, 1.0 / spread)
+    lum_after = _weighted_sum(after, 1.0 / spread)
     structure = structure_change(lum_before, lum_after, window_px=window)
-    light = illumination_changes(
-        before,
-        after,
-        valid,
-        kind=kind,
-        pixel_size=pixel_size,
-        shadow_ratio=params.shadow_ratio,
-        cloud_min_area_m2=params.cloud_min_area_m2,
-    )
+    shade = shadows(before, after, valid, bands=bands, kind=kind, shadow_ratio=params.shadow_ratio)
     water_both = _water(before, after, bands, valid)
-    return _Optical(valid, z, structure, vegetation, water_both, light)
+    return _Optical(valid, z, structure, vegetation, water_both, *shade)
 
 
 def _fuse(
@@ -230,20 +235,52 @@ def _fuse(
     veg_after: np.ndarray,
     nuisance: np.ndarray,
     params: DetectParams,
-) -> np.ndarray:
-    """Noisy-OR of height evidence and nuisance-suppressed optical evidence."""
-    optical = ramp(spectral, *params.spectral_z)
-    optical = np.where(nuisance, 0.0, optical)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and strength from nuisance-suppressed optical evidence and height evidence.
+
+    Optical evidence is the colour change, raised by up to twice where the structure changed
+    too (a grey roof on grey ground differs in its edges more than in its colour). The score
+    is the noisy-OR of the ramped optical and height evidence. The strength, which outlines
+    objects, is the larger of colour and height change in units of their ``high`` ends, not
+    clipped (edges would outline a change by its rim). Height gained under vegetation is
+    growth, not building.
+    """
+    colour = np.where(nuisance, np.float32(0.0), spectral / np.float32(params.spectral_z[1]))
+    edges = np.abs(structure) / np.float32(params.structure_change)
+    optical = colour * np.clip(edges, np.float32(1.0), np.float32(2.0))
     dh = np.nan_to_num(height, nan=0.0)
-    rise = ramp(np.abs(dh), *params.height_change_m)
-    rise = np.where((dh > 0) & veg_after, 0.0, rise)
-    return 1.0 - (1.0 - rise) * (1.0 - optical)
+    rise = np.abs(dh) / np.float32(params.height_change_m[1])
+    rise = np.where((dh > 0) & veg_after, np.float32(0.0), rise)
+    score = 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
+        1.0 - _ramp_to(optical, params.spectral_z)
+    )
+    return score.astype(np.float32), np.maximum(colour, rise)
+
+
+def _ramp_to(strength: np.ndarray, cue: tuple[float, float]) -> np.ndarray:
+    """:func:`ramp` of a cue given as a share of its ``high`` end."""
+    return ramp(strength, cue[0] / cue[1], 1.0)
+
+
+def _weighted_sum(data: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Sum over bands of (n, h, w) ``data`` times (n,) ``weights``, float32 (h, w)."""
+    out = np.zeros(data.shape[1:], np.float32)
+    for band, weight in zip(data, weights, strict=True):
+        out += band * np.float32(weight)
+    return out
+
+
+def _shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` eroded by ``pixels`` away from its holes (not from the tile border)."""
+    if mask.all():
+        return mask
+    return ndi.binary_erosion(mask, iterations=pixels, border_value=1)
 
 
 def _smooth(data: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return data
-    return ndi.gaussian_filter(data, (0, sigma, sigma)).astype(np.float32)
+    return ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0).astype(np.float32)
 
 
 def _spectral(
@@ -251,22 +288,23 @@ def _spectral(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Root-mean-square over bands of the difference in robust standard deviations.
 
-    The noise of a band is the robust spread of its differences over ``valid``, but at least
-    2 % of the band's own spread and 0.5 % of its bright level (so flat or mostly empty bands do
-    not turn every speck into change). Returns the (h, w) magnitude and the (n,) robust spread
-    of each before band (floored the same way), which weights the bands of the brightness image.
+    The noise of a band is the robust spread of its differences over ``valid``, bounded below
+    by 2 % of the band's own spread and 0.5 % of its bright level in either epoch (so flat or
+    mostly empty bands do not turn every speck, or a rounding error, into change) and above
+    by ``_NOISE_CAP`` times the band's spread (so a tile that changed almost everywhere still
+    shows its strongest changes). Returns the (h, w) magnitude and the (n,) robust spread of
+    each before band (floored the same way), which weights the bands of the brightness image.
     """
-    sample = valid[::_STEP, ::_STEP]
     z2 = np.zeros(before.shape[1:], np.float32)
     spread = np.empty(before.shape[0])
-    for k, (b, a) in enumerate(zip(before, after, strict=True)):
-        diff = a - b
-        picked = b[::_STEP, ::_STEP][sample]
-        level = float(np.percentile(np.abs(picked), 99)) if picked.size else 0.0
+    samples = zip(sampled(before, valid), sampled(after, valid), strict=True)
+    for k, (b, a, (b_values, a_values)) in enumerate(zip(before, after, samples, strict=True)):
+        level = max(float(np.abs(b_values).max(initial=0)), float(np.abs(a_values).max(initial=0)))
         floor = max(0.005 * level, 1e-6)
-        spread[k] = max(robust_scale(picked), floor)
-        noise = max(robust_scale(diff[::_STEP, ::_STEP][sample]), 0.02 * spread[k], floor)
-        z2 += (diff / noise) ** 2
+        spread[k] = max(robust_scale(b_values), floor)
+        noise = min(robust_scale(a_values - b_values), _NOISE_CAP * spread[k])
+        noise = max(noise, 0.02 * spread[k], floor)
+        z2 += ((a - b) / np.float32(noise)) ** 2
     return np.sqrt(z2 / before.shape[0]), spread
 
 

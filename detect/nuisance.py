@@ -3,18 +3,20 @@
 They are recognised from how the *light* changed rather than the ground:
 
 * a **shadow** that appeared (or went) darkens (or brightens) every band by about the same,
-  large factor, the shadowed side is dark and the lit side no brighter than common ground:
-  the ground is the same, only less lit (a new white roof over an old shadow is not). A new
+  large factor, but blue the least: a shadow is lit by the blue sky alone. The shadowed side
+  is dark and the lit side no brighter than common ground: the ground is the same, only less
+  lit (a new white roof over an old shadow is not, nor is a dark roof built on bare ground,
+  which darkens blue as much as red). A new
   building's own shadow is one, and so is the shadow of a demolished one that went away; they
   are not change, but they tell which side of a change stands higher.
-* a **cloud** is brighter in every band than almost anything in the other epoch, and large.
-  Around it, **haze** mixes the ground with the cloud's colour: ``cloudy = (1 - a) * clear +
-  a * white`` with the same opacity ``a`` in every band.
+* a **cloud** is brighter in every visible band than almost anything in the other epoch, and
+  large. Around it, **haze** mixes the ground with the cloud's colour: ``cloudy = (1 - a) *
+  clear + a * white`` with the same opacity ``a`` in every band.
 * a **cloud shadow** is a large shadow (every band darkened by about the same factor); its
   rim, where the factor fades towards 1, joins it.
 
-Ratios are taken on linear brightness: drone orthomosaics (sRGB-like, 0..255) are linearised
-with a 2.2 gamma first, satellite DN are taken as linear.
+Ratios are taken on linear brightness: drone orthomosaics (sRGB-like, 0..255) are decoded with
+a 2.2 gamma, satellite DN are taken as linear.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Illumination", "illumination_changes"]
+from .sampling import sampled
+
+__all__ = ["cloud_mask", "shadows"]
 
 #: Largest spread between the bands' factors (max / min) of a shadow.
 _FLAT = 1.8
+#: Least factor by which a shadow keeps more blue than red light.
+_BLUER = 1.1
 #: A shadowed pixel is darker, its lit self no brighter, than these shares of the lit epoch's
 #: median brightness.
 _DARK = 0.75
@@ -43,35 +49,34 @@ _RIM = 0.96
 _REACH = 2.0
 #: Margin (m) added around a cloud and its shadow.
 _MARGIN_M = 4.0
+#: Side (m) of the cells clouds are looked for on.
+_CLOUD_CELL_M = 2.0
 #: Display gamma of drone orthomosaics.
 _GAMMA = 2.2
-#: Sampling step (px) for percentiles.
+#: Sampling step (px) for medians.
 _STEP = 4
 
 
-class Illumination(NamedTuple):
-    """Where light, not ground, changed; every array (h, w) bool.
+class _Ratios(NamedTuple):
+    """Per-pixel change of light between the epochs, (h, w) each."""
 
-    ``shadow_before`` / ``shadow_after``: in shadow in that epoch only (shadows of objects);
-    ``cloud``: cloud, haze or cloud shadow in either epoch.
-    """
-
-    shadow_before: np.ndarray
-    shadow_after: np.ndarray
-    cloud: np.ndarray
+    highest: np.ndarray  # largest log ratio after / before over bands (linear brightness)
+    lowest: np.ndarray  # smallest
+    flat: np.ndarray  # valid, and the bands' ratios within a factor _FLAT of each other
+    bluer: np.ndarray | None  # log ratio of blue minus that of red; None without both bands
+    gamma: float  # display gamma of the pair's values
 
 
-def illumination_changes(
+def shadows(
     before: np.ndarray,
     after: np.ndarray,
     valid: np.ndarray,
     *,
+    bands: tuple[str, ...],
     kind: str,
-    pixel_size: float,
     shadow_ratio: float,
-    cloud_min_area_m2: float,
-) -> Illumination:
-    """Find shadows, clouds, haze and cloud shadows that differ between two epochs.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels in shadow in one epoch only.
 
     Parameters
     ----------
@@ -79,6 +84,46 @@ def illumination_changes(
         One optical pair in the before epoch's units (after normalisation), n >= 1.
     valid : ndarray of bool, shape (h, w)
         Pixels valid in both epochs.
+    bands : tuple of str, keyword-only
+        Band names; with ``blue`` and ``red`` a shadow must keep more blue than red.
+    kind : str, keyword-only
+        The pair's kind: ``"drone..."`` (display-encoded 0..255) or anything else (linear DN).
+    shadow_ratio : float, keyword-only
+        A shadow darkens every band to at most this share of its lit brightness.
+
+    Returns
+    -------
+    shadow_before, shadow_after : ndarray of bool, shape (h, w)
+    """
+    ratios = _ratios(before, after, valid, bands, kind)
+    return _shadows(before, after, valid, ratios, shadow_ratio)
+
+
+def cloud_mask(
+    before: np.ndarray,
+    after: np.ndarray,
+    valid: np.ndarray,
+    *,
+    bands: tuple[str, ...],
+    kind: str,
+    pixel_size: float,
+    shadow_ratio: float,
+    cloud_min_area_m2: float,
+) -> np.ndarray:
+    """Cloud, haze and cloud shadow in either epoch, with a margin of ``_MARGIN_M``.
+
+    Clouds are large and soft, so they are looked for on ``_CLOUD_CELL_M`` cells (block means),
+    which also quiets the noise of dark, shadowed pixels.
+
+    Parameters
+    ----------
+    before, after : ndarray of float32, shape (n, h, w)
+        One optical pair in the before epoch's units (after normalisation), n >= 1.
+    valid : ndarray of bool, shape (h, w)
+        Pixels valid in both epochs.
+    bands : tuple of str, keyword-only
+        Band names; a cloud must outshine the other epoch in every band but ``nir`` (where
+        vegetation is as bright as a thin cloud).
     kind : str, keyword-only
         The pair's kind: ``"drone..."`` (display-encoded 0..255) or anything else (linear DN).
     pixel_size : float, keyword-only
@@ -90,58 +135,100 @@ def illumination_changes(
 
     Returns
     -------
-    Illumination
+    ndarray of bool, shape (h, w)
     """
-    lin = (_linear(before, kind), _linear(after, kind))
-    if not valid.any():
-        empty = np.zeros(valid.shape, bool)
-        return Illumination(empty, empty, empty)
-    level = np.array([max(float(np.median(b[::_STEP, ::_STEP])), 1e-6) for b in lin[0]])
-    eps = 1e-3 * level[:, None, None]
-    log_ratio = np.log((lin[1] + eps) / (lin[0] + eps))
-    highest, lowest = log_ratio.max(axis=0), log_ratio.min(axis=0)
-    flat = valid & (highest - lowest < np.log(_FLAT))
-    shadow_after = flat & (highest < np.log(shadow_ratio)) & _shaded(lin[1], lin[0], valid)
-    shadow_before = flat & (lowest > -np.log(shadow_ratio)) & _shaded(lin[0], lin[1], valid)
-    min_px = cloud_min_area_m2 / pixel_size**2
+    full_shape = valid.shape
+    step = min(max(1, int(round(_CLOUD_CELL_M / pixel_size))), *full_shape)
+    before, after, valid = _blocks(before, step), _blocks(after, step), _blocks(valid, step) == 1
+    pixel_size *= step
     cloud = np.zeros(valid.shape, bool)
+    if not valid.any():
+        return np.zeros(full_shape, bool)
+    ratios = _ratios(before, after, valid, bands, kind)
+    shadow_before, shadow_after = _shadows(before, after, valid, ratios, shadow_ratio)
+    min_px = cloud_min_area_m2 / pixel_size**2
+    visible = [k for k, name in enumerate(bands) if name != "nir"] or list(range(len(bands)))
     for cloudy, clear, shade, ratio in (
-        (lin[1], lin[0], shadow_after, highest),
-        (lin[0], lin[1], shadow_before, -lowest),
+        (after, before, shadow_after, ratios.highest),
+        (before, after, shadow_before, -ratios.lowest),
     ):
-        core = _large(_brighter_than_all(cloudy, clear, valid), min_px)
+        core = _large(_brighter_than_all(cloudy[visible], clear[visible], valid), min_px)
         if core.any():
-            cloud |= core | (_near(core) & _haze(cloudy, clear, core, valid))
+            gamma = ratios.gamma
+            haze = _haze(_linear(cloudy, gamma), _linear(clear, gamma), core, valid)
+            cloud |= core | (_near(core) & haze)
         shade_core = _large(shade, min_px)
         if shade_core.any():
-            cloud |= shade_core | (_near(shade_core) & flat & (ratio < np.log(_RIM)))
+            cloud |= shade_core | (_near(shade_core) & ratios.flat & (ratio < np.log(_RIM)))
     if cloud.any():
         cloud = ndi.binary_fill_holes(cloud)
-        cloud = valid & (ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size)
-    return Illumination(shadow_before & ~cloud, shadow_after & ~cloud, cloud)
+        cloud = ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size
+    cloud = np.repeat(np.repeat(cloud, step, axis=0), step, axis=1)
+    missing = [(0, full - part) for full, part in zip(full_shape, cloud.shape, strict=True)]
+    return np.pad(cloud, missing, mode="edge")
 
 
-def _linear(data: np.ndarray, kind: str) -> np.ndarray:
-    if kind.startswith("drone"):
-        return (np.clip(data, 0.0, 255.0) / 255.0) ** _GAMMA
-    return np.maximum(data, 0.0)
+def _ratios(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray, bands: tuple[str, ...], kind: str
+) -> _Ratios:
+    gamma = _GAMMA if kind.startswith("drone") else 1.0
+    before, after = np.maximum(before, 0.0), np.maximum(after, 0.0)
+    level = np.array([max(float(np.median(b[::_STEP, ::_STEP])), 1e-6) for b in before])
+    eps = np.float32(1e-3) * level.astype(np.float32)[:, None, None]
+    log_ratio = np.float32(gamma) * np.log((after + eps) / (before + eps))
+    highest, lowest = log_ratio.max(axis=0), log_ratio.min(axis=0)
+    flat = valid & (highest - lowest < np.log(_FLAT))
+    bluer = None
+    if "blue" in bands and "red" in bands:
+        bluer = log_ratio[bands.index("blue")] - log_ratio[bands.index("red")]
+    return _Ratios(highest, lowest, flat, bluer, gamma)
 
 
-def _shaded(shadowed: np.ndarray, lit: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Pixels dark enough in ``shadowed`` and not too bright in ``lit`` to be a shadow."""
+def _shadows(
+    before: np.ndarray,
+    after: np.ndarray,
+    valid: np.ndarray,
+    ratios: _Ratios,
+    shadow_ratio: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    limit = np.log(shadow_ratio)
+    gamma = ratios.gamma
+    shadow_after = ratios.flat & (ratios.highest < limit) & _shaded(after, before, valid, gamma)
+    shadow_before = ratios.flat & (ratios.lowest > -limit) & _shaded(before, after, valid, gamma)
+    if ratios.bluer is not None:
+        shadow_after &= ratios.bluer > np.log(_BLUER)
+        shadow_before &= ratios.bluer < -np.log(_BLUER)
+    return shadow_before, shadow_after
+
+
+def _linear(data: np.ndarray, gamma: float) -> np.ndarray:
+    """Display-encoded 0..255 values (``gamma`` > 1) to linear brightness; DN stay as they are."""
+    return data if gamma == 1.0 else (np.minimum(data, 255.0) / 255.0) ** gamma
+
+
+def _shaded(shadowed: np.ndarray, lit: np.ndarray, valid: np.ndarray, gamma: float) -> np.ndarray:
+    """Pixels dark enough in ``shadowed`` and not too bright in ``lit`` to be a shadow.
+
+    Brightness is the mean over bands of the encoded values; the linear thresholds are encoded
+    with the same gamma.
+    """
     brightness = lit.mean(axis=0)
-    typical = np.median(brightness[::_STEP, ::_STEP][valid[::_STEP, ::_STEP]])
-    return (shadowed.mean(axis=0) < _DARK * typical) & (brightness < _LIT * typical)
+    lit_values = sampled(brightness, valid)
+    if lit_values.size == 0:
+        return np.zeros(valid.shape, bool)
+    typical = np.median(lit_values)
+    dark = shadowed.mean(axis=0) < _DARK ** (1 / gamma) * typical
+    return dark & (brightness < _LIT ** (1 / gamma) * typical)
 
 
 def _brighter_than_all(image: np.ndarray, other: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Pixels of ``image`` brighter in every band than the other epoch's brightest pixels."""
-    sample = valid[::_STEP, ::_STEP]
-    if not sample.any():
+    reference = sampled(other, valid)
+    if reference.shape[-1] == 0:
         return np.zeros(valid.shape, bool)
     out = valid.copy()
-    for band, ref in zip(image, other, strict=True):
-        out &= band > np.percentile(ref[::_STEP, ::_STEP][sample], _BRIGHTEST)
+    for band, ref in zip(image, reference, strict=True):
+        out &= band > np.percentile(ref, _BRIGHTEST)
     return out
 
 
@@ -170,3 +257,14 @@ def _large(mask: np.ndarray, min_px: float) -> np.ndarray:
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     return (sizes >= min_px)[labels]
+
+
+def _blocks(data: np.ndarray, step: int) -> np.ndarray:
+    """Means of ``step`` x ``step`` blocks over the last two axes, float32; rows and columns
+    beyond the last whole block are left out."""
+    h, w = data.shape[-2] // step * step, data.shape[-1] // step * step
+    total = np.zeros((*data.shape[:-2], h // step, w // step), np.float32)
+    for i in range(step):
+        for j in range(step):
+            total += data[..., i:h:step, j:w:step]
+    return total / np.float32(step * step)

@@ -36,20 +36,41 @@ _MAJORITY = 0.5
 #: Height (m) above the object's own before-height that makes a neighbour an existing building.
 _RAISED_M = 2.5
 #: Share of the ring around an object that must be shadow (or an existing building) to count.
-_SHADOW_SHARE = 0.1
+_RING_SHARE = 0.1
 #: Width (m) of the ring around an object searched for shadows and existing buildings.
 _RING_M = 1.0
+#: Quantile of a region's strength taken as its peak when outlining it.
+_PEAK_QUANTILE = 0.9
 #: Polygon simplification tolerance, in pixels.
 _SIMPLIFY_PX = 0.5
 
 
-def segment(score: np.ndarray, *, pixel_size: float, params: DetectParams) -> tuple[np.ndarray, int]:
-    """Hysteresis threshold, opening, closing and hole filling of a score map, then labels.
+def segment(
+    score: np.ndarray,
+    strength: np.ndarray,
+    valid: np.ndarray,
+    *,
+    pixel_size: float,
+    params: DetectParams,
+) -> tuple[np.ndarray, int]:
+    """Objects from a score map: hysteresis threshold, outline, opening, closing, hole filling.
+
+    Objects never reach beyond the compared pixels ``valid`` (closing and hole filling could
+    otherwise grow them into nodata).
+
+    Each hysteresis region keeps the pixels whose strength reaches ``params.outline_share`` of
+    its peak (the ``_PEAK_QUANTILE`` quantile of its strength), so a high-contrast change (a
+    white car on asphalt) is outlined at its true size rather than where its blurred edge
+    fades below the low threshold.
 
     Parameters
     ----------
     score : ndarray of float32, shape (h, w)
         Change score in [0, 1].
+    strength : ndarray of float32, shape (h, w)
+        Unclipped evidence (see :class:`detect.cues.Cues`).
+    valid : ndarray of bool, shape (h, w)
+        Pixels compared.
     pixel_size : float, keyword-only
         Metres per pixel.
     params : DetectParams, keyword-only
@@ -61,13 +82,18 @@ def segment(score: np.ndarray, *, pixel_size: float, params: DetectParams) -> tu
     n : int
     """
     mask = apply_hysteresis_threshold(score, params.score_low, params.score_high)
+    regions, n = ndi.label(mask)
+    if n == 0:
+        return np.zeros(score.shape, np.int32), 0
+    floor = params.outline_share * _region_quantile(regions, n, strength, _PEAK_QUANTILE)
+    mask &= strength >= np.concatenate([[np.inf], floor]).astype(np.float32)[regions]
     open_px = int(round(params.open_m / pixel_size))
     close_px = int(round(params.close_m / pixel_size))
     if open_px:
         mask = ndi.binary_opening(mask, disk(open_px))
     if close_px:
         mask = ndi.binary_closing(mask, disk(close_px), border_value=0)
-    mask = ndi.binary_fill_holes(mask)
+    mask = ndi.binary_fill_holes(mask) & valid
     labels, n = ndi.label(mask)
     return labels.astype(np.int32), int(n)
 
@@ -158,9 +184,9 @@ def classify(stats: dict[str, np.ndarray], *, params: DetectParams) -> np.ndarra
     veg_after = stats["vegetation_after"] >= _MAJORITY
     rise = has_height & (dh >= params.height_change_m[0])
     fall = has_height & (dh <= -params.height_change_m[0])
-    cast = ~has_height & (stats["shadow_after"] >= _SHADOW_SHARE)
-    lifted = ~has_height & (stats["shadow_before"] >= _SHADOW_SHARE)
-    attached = np.nan_to_num(stats["raised_neighbours"]) >= _SHADOW_SHARE
+    cast = ~has_height & (stats["shadow_after"] >= _RING_SHARE)
+    lifted = ~has_height & (stats["shadow_before"] >= _RING_SHARE)
+    attached = np.nan_to_num(stats["raised_neighbours"]) >= _RING_SHARE
     # Later rules override earlier ones: the most specific evidence last.
     out[veg_before & ~veg_after] = "land_clearing"
     out[lifted & ~cast] = "demolition"
@@ -170,9 +196,7 @@ def classify(stats: dict[str, np.ndarray], *, params: DetectParams) -> np.ndarra
     return out
 
 
-def polygons(
-    labels: np.ndarray, ids: np.ndarray, *, transform: Affine
-) -> list[shapely.Polygon]:
+def polygons(labels: np.ndarray, ids: np.ndarray, *, transform: Affine) -> list[shapely.Polygon]:
     """Polygons (CRS coordinates) of the given objects, traced on their bounding boxes.
 
     Parameters
@@ -189,13 +213,15 @@ def polygons(
     list of shapely.Polygon
         One per id, simplified by half a pixel (topology kept).
     """
+    if len(ids) == 0:
+        return []
     boxes = ndi.find_objects(labels)
     tolerance = _SIMPLIFY_PX * abs(transform.a)
     out = []
     for i in ids:
         rows, cols = boxes[i - 1]
         inside = labels[rows, cols] == i
-        box_transform = transform * Affine.translation(cols.start, rows.start)
+        box_transform = transform @ Affine.translation(cols.start, rows.start)
         parts = [
             shapely.geometry.shape(geom)
             for geom, _ in rasterio.features.shapes(
@@ -205,6 +231,17 @@ def polygons(
         polygon = parts[0] if len(parts) == 1 else shapely.union_all(parts)
         out.append(polygon.simplify(tolerance, preserve_topology=True))
     return out
+
+
+def _region_quantile(regions: np.ndarray, n: int, values: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile (nearest rank) of ``values`` in each region 1..n, float64 (n,)."""
+    at = np.flatnonzero(regions)
+    ids, vals = regions.ravel()[at], values.ravel()[at]
+    order = np.lexsort((vals, ids))
+    counts = np.bincount(ids, minlength=n + 1)[1:]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = starts + np.minimum((q * counts).astype(np.int64), counts - 1)
+    return vals[order][rank].astype(np.float64)
 
 
 def _mean(

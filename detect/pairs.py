@@ -3,6 +3,9 @@
 Layers of the same kind are compared (satellite with satellite on their common bands, drone with
 drone, DSM with DSM). When the epochs share no optical kind, a drone orthomosaic is compared with
 a satellite image on their common colour bands; the radiometric fit bridges the two sensors.
+
+Clouds, haze and cloud shadows are found here, on the normalised pair, and taken out of the
+pixels compared and out of the radiometric fit, which is then redone without them.
 """
 
 from __future__ import annotations
@@ -11,22 +14,28 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .align import Shift, apply_shift, estimate_shift, registration_image
+from .align import Shift, apply_shift, measure_shift
 from .indices import vegetated
+from .nuisance import cloud_mask
 from .params import DetectParams
 from .radiometry import fit_gain_offset
 from .scene import Layer, LayerKind
 
 __all__ = ["Pair", "prepare_pairs"]
 
+#: Rounds of finding clouds and refitting the radiometry without them (a cloud skews the
+#: first fit, and a skewed fit hides the cloud's shadow).
+_REFITS = 2
+
 
 class Pair(NamedTuple):
     """One layer of each epoch on the same bands, the after epoch moved onto the before epoch.
 
     ``before`` and ``after`` are float32 (n, h, w) in the before epoch's units (DN, 0..255 or
-    metres); ``valid`` (h, w) marks pixels valid in both epochs after the shift; ``gain`` and
-    ``offset`` (n,) map the raw after values onto the before epoch (a DSM gets gain 1 and a
-    vertical offset).
+    metres); ``valid`` (h, w) marks pixels valid in both epochs after the shift and clear of
+    cloud; ``cloud`` (h, w) marks cloud, haze and cloud shadow in either epoch (see
+    :func:`detect.nuisance.cloud_mask`; never for a DSM); ``gain`` and ``offset`` (n,) map the
+    raw after values onto the before epoch (a DSM gets gain 1 and a vertical offset).
     """
 
     kind: str
@@ -34,6 +43,7 @@ class Pair(NamedTuple):
     before: np.ndarray
     after: np.ndarray
     valid: np.ndarray
+    cloud: np.ndarray
     shift: Shift
     gain: np.ndarray
     offset: np.ndarray
@@ -75,7 +85,7 @@ def prepare_pairs(
                 b.valid,
                 a.data[index_a],
                 a.valid,
-                max_shift_px=params.max_shift_m / pixel_size,
+                pixel_size=pixel_size,
                 params=params,
             )
         )
@@ -113,7 +123,10 @@ def _steady(
 ) -> np.ndarray:
     """Valid pixels without vegetation in either epoch (vegetation changes with the season),
     or all valid pixels when fewer than a tenth of them are bare."""
-    veg_before, veg_after = vegetated(before, bands, params=params), vegetated(after, bands, params=params)
+    veg_before, veg_after = (
+        vegetated(before, bands, params=params),
+        vegetated(after, bands, params=params),
+    )
     if veg_before is None or veg_after is None:
         return valid
     bare = valid & ~veg_before[0] & ~veg_after[0]
@@ -132,22 +145,51 @@ def _prepare(
     after: np.ndarray,
     valid_after: np.ndarray,
     *,
-    max_shift_px: float,
+    pixel_size: float,
     params: DetectParams,
 ) -> Pair:
     both = valid_before & valid_after
-    shift = estimate_shift(registration_image(before, both), registration_image(after, both))
+    shift = measure_shift(before, after, valid=both)
+    max_shift_px = params.max_shift_m / pixel_size
     if shift.confidence >= params.min_shift_confidence and shift.magnitude <= max_shift_px:
         shift = Shift(shift.row, shift.col, shift.confidence, applied=True)
         after, valid_after = apply_shift(after, valid_after, shift)
         both = valid_before & valid_after
+    cloud = np.zeros(both.shape, bool)
     if kind == "dsm":
         gain = np.ones(1)
         rise = (after[0] - before[0])[both]
         offset = -np.array([np.median(rise[::16])]) if rise.size else np.zeros(1)
-    else:
-        gain, offset = fit_gain_offset(before, after, _steady(before, after, bands, both, params))
-    normalised = (after * gain[:, None, None].astype(np.float32)) + offset[
-        :, None, None
-    ].astype(np.float32)
-    return Pair(kind, bands, before, normalised, both, shift, gain, offset)
+        moved = _apply(after, gain, offset)
+        return Pair(kind, bands, before, moved, both, cloud, shift, gain, offset)
+    steady = _steady(before, after, bands, both, params)
+    gain, offset = fit_gain_offset(before, after, steady)
+    for _ in range(_REFITS):
+        cloud = cloud_mask(
+            before,
+            _apply(after, gain, offset),
+            both,
+            bands=bands,
+            kind=kind,
+            pixel_size=pixel_size,
+            shadow_ratio=params.shadow_ratio,
+            cloud_min_area_m2=params.cloud_min_area_m2,
+        )
+        if not cloud.any():
+            break
+        gain, offset = fit_gain_offset(before, after, steady & ~cloud)
+    normalised = _apply(after, gain, offset)
+    return Pair(kind, bands, before, normalised, both & ~cloud, cloud, shift, gain, offset)
+
+
+def _apply(data: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``gain * data + offset`` per band, float32 (n, h, w).
+
+    Each band is first centred on one of its own values (an exact float32 subtraction for
+    nearby values), so a large offset cancelling a large value leaves no rounding error behind.
+    """
+    out = np.empty(data.shape, np.float32)
+    for k, band in enumerate(data):
+        centre = band.flat[0]
+        out[k] = (band - centre) * np.float32(gain[k]) + np.float32(centre * gain[k] + offset[k])
+    return out

@@ -8,6 +8,9 @@ from errors import ConfigError
 
 __all__ = ["DetectParams"]
 
+#: Parameters that are shares, 0..1.
+_SHARES = {"min_shift_confidence", "shadow_ratio", "score_low", "score_high", "outline_share"}
+
 
 @dataclass(frozen=True)
 class DetectParams:
@@ -31,8 +34,10 @@ class DetectParams:
         :class:`detect.align.Shift`).
     spectral_z : tuple of float
         Colour change in robust standard deviations of the tile's differences -> evidence.
-    structure_change : tuple of float
-        Change of local edge density (normalised difference, 0..1) -> evidence.
+    structure_change : float
+        Change of local edge density (normalised difference, 0..1) beyond which colour
+        evidence is raised, up to twice at twice this change: a grey roof on grey ground
+        differs more in its edges than in its colour.
     height_change_m : tuple of float
         Height gain or loss (m) between two DSMs -> evidence; one storey is about 3 m.
     vegetation_ndvi : float
@@ -48,6 +53,9 @@ class DetectParams:
     score_low, score_high : float
         Hysteresis thresholds on the fused 0..1 score: objects grow over pixels above
         ``score_low`` from seeds above ``score_high``.
+    outline_share : float
+        An object keeps the pixels whose evidence reaches this share of its strongest pixel,
+        so high-contrast changes are outlined at their size, not at their blurred fringe.
     open_m : float
         Radius (m) of the opening that removes whatever is narrower than about twice it:
         cars (even parked side by side), fences, poles, slivers along misregistered edges.
@@ -60,7 +68,7 @@ class DetectParams:
     max_shift_m: float = 4.0
     min_shift_confidence: float = 0.3
     spectral_z: tuple[float, float] = (3.0, 8.0)
-    structure_change: tuple[float, float] = (0.15, 0.5)
+    structure_change: float = 0.5
     height_change_m: tuple[float, float] = (1.0, 2.5)
     vegetation_ndvi: float = 0.3
     vegetation_greenness: float = 0.06
@@ -68,6 +76,7 @@ class DetectParams:
     cloud_min_area_m2: float = 2500.0
     score_low: float = 0.3
     score_high: float = 0.6
+    outline_share: float = 0.2
     open_m: float = 1.5
     close_m: float = 1.0
 
@@ -82,7 +91,10 @@ class DetectParams:
             elif f.name.startswith("vegetation"):
                 if not -1.0 <= value <= 1.0:
                     raise ConfigError(f"[detect] {f.name} = {value}; give a value in -1..1")
-            elif value < 0:
+            elif f.name in _SHARES:
+                if not 0.0 <= value <= 1.0:
+                    raise ConfigError(f"[detect] {f.name} = {value}; give a value in 0..1")
+            elif not value >= 0:
                 raise ConfigError(f"[detect] {f.name} = {value}; give a value >= 0")
         if not self.score_low <= self.score_high <= 1.0:
             raise ConfigError(

@@ -2,23 +2,30 @@
 
 Sun angle, season, haze and sensor gain make the same ground look brighter or darker from one
 quarter to the next. :func:`fit_gain_offset` finds, per band, the linear map that makes the later
-epoch look like the earlier one, using only pixels that look unchanged. A Theil-Sen line (median
-of pairwise slopes, which ignores up to about a quarter of changed pixels) starts it; then it
-alternates dropping pixels whose residual is far outside the robust spread of all residuals with
-a reduced major axis fit on the rest (which, unlike least squares, treats both epochs' noise
-alike), so real change (new roofs, cleared land) does not bend the fit.
+epoch look like the earlier one, using only pixels that look unchanged. A pixel's *rank* in a
+band is untouched by any gain or offset; when part of the tile changes (a cloud takes the top
+ranks, a shadow the bottom ones) the other pixels' ranks all slide along one monotone curve.
+The unchanged pixels are those closest, in every band, to that curve (the median later rank
+for each earlier rank). On them it matches quantiles, a symmetric fit that does not shrink the
+gain when the epochs correlate weakly, as least squares would.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .sampling import sampled
+
 __all__ = ["fit_gain_offset", "robust_scale"]
 
-#: Sampling step (px) of the pixels used for the fit; 1/16 of a tile is ample for two numbers.
-_STEP = 4
-#: Random pixel pairs whose slopes give the Theil-Sen start.
-_PAIRS = 20_000
+#: Sampling step (px) of the pixels used for the fit; 1/36 of a tile is ample for two numbers.
+_STEP = 6
+#: Bins of earlier rank over which the median later rank is taken.
+_RANK_BINS = 50
+#: Quantiles matched between the epochs.
+_QUANTILES = np.linspace(0.05, 0.95, 19)
+#: Largest factor between two quarters' gains; beyond it the ground changed, not the light.
+_MAX_GAIN = 2.0
 
 
 def robust_scale(values: np.ndarray) -> float:
@@ -43,8 +50,7 @@ def fit_gain_offset(
     moving: np.ndarray,
     valid: np.ndarray,
     *,
-    iterations: int = 4,
-    cutoff: float = 3.0,
+    steady_share: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band gain and offset so that ``gain * moving + offset`` matches ``reference``.
 
@@ -54,60 +60,54 @@ def fit_gain_offset(
         The same bands of two epochs on the same grid.
     valid : ndarray of bool, shape (h, w)
         Pixels valid in both epochs.
-    iterations : int, keyword-only
-        Fit / reject rounds.
-    cutoff : float, keyword-only
-        A pixel counts as changed when any band's residual exceeds ``cutoff`` robust standard
-        deviations of that band's residuals.
+    steady_share : float, keyword-only
+        Share of the valid pixels, those whose ranks strayed least from the common rank curve
+        (the largest stray over bands), that the quantiles are matched on.
 
     Returns
     -------
     gain, offset : ndarray of float64, shape (n,)
-        Identity (1, 0) for a band without spread in the unchanged pixels, offset only
-        (1, mean difference) when the moving band is flat.
+        The gain is kept within ``1 / _MAX_GAIN .. _MAX_GAIN``; identity (1, 0) without valid
+        pixels; offset only (gain 1) for a band that is flat in either epoch.
     """
     n = reference.shape[0]
-    step = _STEP if valid[::_STEP, ::_STEP].sum() >= 64 else 1
-    pick = valid[::step, ::step]
-    ref = reference[:, ::step, ::step][:, pick].astype(np.float64)
-    mov = moving[:, ::step, ::step][:, pick].astype(np.float64)
-    gain, offset = np.ones(n), np.zeros(n)
+    ref = sampled(reference, valid, step=_STEP, minimum=256).astype(np.float64)
+    mov = sampled(moving, valid, step=_STEP, minimum=256).astype(np.float64)
     if ref.shape[1] == 0:
-        return gain, offset
-    gain, offset = _theil_sen(ref, mov)
-    keep = np.ones(ref.shape[1], bool)
-    for _ in range(iterations):
-        residual = gain[:, None] * mov + offset[:, None] - ref
-        scale = np.array([robust_scale(r[keep]) for r in residual])
-        bound = cutoff * np.maximum(scale, 1e-6 * (1.0 + np.abs(ref).mean(axis=1)))
-        new_keep = (np.abs(residual) <= bound[:, None]).all(axis=0)
-        if new_keep.sum() < max(16, keep.size // 20):
-            break
-        keep = new_keep
-        gain, offset = _reduced_major_axis(ref[:, keep], mov[:, keep])
+        return np.ones(n), np.zeros(n)
+    stray = _rank_stray(ref, mov).max(axis=0)
+    steady = stray <= np.quantile(stray, steady_share)
+    gain, offset = np.ones(n), np.zeros(n)
+    for k in range(n):
+        ref_q = np.quantile(ref[k, steady], _QUANTILES)
+        mov_q = np.quantile(mov[k, steady], _QUANTILES)
+        if np.ptp(mov_q) > 1e-9 * (1.0 + np.abs(mov_q).max()) and np.ptp(ref_q) > 0:
+            slope = np.polyfit(mov_q, ref_q, 1)[0]
+            gain[k] = np.clip(slope, 1 / _MAX_GAIN, _MAX_GAIN)
+        offset[k] = np.median(ref_q - gain[k] * mov_q)
     return gain, offset
 
 
-def _theil_sen(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median slope over random pixel pairs and median intercept; (n, m) samples in."""
-    m = ref.shape[1]
-    rng = np.random.default_rng(0)
-    i, j = rng.integers(0, m, _PAIRS), rng.integers(0, m, _PAIRS)
-    d_ref, d_mov = ref[:, i] - ref[:, j], mov[:, i] - mov[:, j]
-    gain = np.ones(ref.shape[0])
-    for band, (dr, dm) in enumerate(zip(d_ref, d_mov, strict=True)):
-        spread = np.abs(dm) > 1e-6 * (1.0 + np.abs(mov[band]).mean())
-        if spread.sum() >= 16:
-            gain[band] = max(float(np.median(dr[spread] / dm[spread])), 0.0) or 1.0
-    offset = np.median(ref - gain[:, None] * mov, axis=1)
-    return gain, offset
+def _rank_stray(ref: np.ndarray, mov: np.ndarray) -> np.ndarray:
+    """How far each sample's later rank lies from the median later rank of its earlier-rank bin.
+
+    (n, m) samples in, (n, m) strays in 0..1 out.
+    """
+    n, m = ref.shape
+    ref_order = ref.argsort(axis=1, kind="stable")
+    ref_rank, mov_rank = _ranks(ref_order), _ranks(mov.argsort(axis=1, kind="stable"))
+    bins = min(_RANK_BINS, m)
+    stray = np.empty(ref.shape)
+    for k in range(n):
+        members = ref_order[k, : m // bins * bins].reshape(bins, -1)
+        centres = ref_rank[k, members].mean(axis=1)
+        medians = np.median(mov_rank[k, members], axis=1)
+        stray[k] = np.abs(mov_rank[k] - np.interp(ref_rank[k], centres, medians))
+    return stray
 
 
-def _reduced_major_axis(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gain = ratio of standard deviations, offset matches the means; (n, m) samples in."""
-    ref_mean, mov_mean = ref.mean(axis=1), mov.mean(axis=1)
-    ref_std, mov_std = ref.std(axis=1), mov.std(axis=1)
-    flat = mov_std <= 1e-6 * (1.0 + np.abs(mov_mean))
-    gain = np.where(flat, 1.0, ref_std / np.where(flat, 1.0, mov_std))
-    gain = np.where(ref_std <= 1e-6 * (1.0 + np.abs(ref_mean)), 1.0, gain)
-    return gain, ref_mean - gain * mov_mean
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """Ranks, scaled to 0..1, of samples whose per-band ``argsort`` is ``order`` (n, m)."""
+    ranks = np.empty(order.shape)
+    np.put_along_axis(ranks, order, np.arange(order.shape[1], dtype=np.float64), axis=1)
+    return ranks / max(order.shape[1] - 1, 1)

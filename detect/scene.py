@@ -15,13 +15,14 @@ import numpy as np
 
 from errors import InputError
 
-__all__ = ["DRONE_BANDS", "Layer", "LayerKind", "Scene", "check_pair", "layers"]
+from .sampling import sampled
+
+__all__ = ["DRONE_BANDS", "MAX_MAGNITUDE", "Layer", "LayerKind", "Scene", "check_pair", "layers"]
 
 LayerKind = Literal["satellite", "drone", "dsm"]
 
-#: Sampling step (px) of the pixels whose median fills invalid pixels.
-_STEP = 4
-
+#: Largest magnitude of a measurement (DN, 0..255, metres); beyond it a value is nodata.
+MAX_MAGNITUDE = 1e6
 #: Band order of :attr:`Scene.drone`.
 DRONE_BANDS: tuple[str, ...] = ("red", "green", "blue")
 
@@ -39,6 +40,8 @@ class Scene:
         ``red``, ``green``, ``blue`` and ``nir`` enable the colour and vegetation cues.
     satellite_valid : ndarray of bool, shape (h, w), optional
         True where the satellite image has data; None means every finite pixel.
+        Whatever the masks say, a pixel with a non-finite value or one beyond
+        ``MAX_MAGNITUDE`` in any band is nodata.
     drone : ndarray of float32, shape (3, h, w), optional
         Drone orthomosaic resampled to the grid, RGB in 0..255.
     drone_valid : ndarray of bool, shape (h, w), optional
@@ -128,13 +131,11 @@ def _layer(
     kind: LayerKind, bands: tuple[str, ...], data: np.ndarray, valid: np.ndarray | None
 ) -> Layer:
     data = np.asarray(data, dtype=np.float32)
-    ok = np.isfinite(data).all(axis=0)
+    ok = (np.abs(data) <= MAX_MAGNITUDE).all(axis=0)  # also False for NaN
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
-    step = _STEP if ok[::_STEP, ::_STEP].any() else 1
     filled = np.empty_like(data)
-    for i, band in enumerate(data):
-        picked = band[::step, ::step][ok[::step, ::step]]
+    for i, (band, picked) in enumerate(zip(data, sampled(data, ok), strict=True)):
         filled[i] = np.where(ok, band, np.median(picked) if picked.size else 0.0)
     return Layer(kind, tuple(bands), filled, ok)
 
@@ -157,6 +158,11 @@ def _scene_shape(epoch: str, scene: Scene) -> tuple[int, int] | None:
         if len(array_shape) != ndim:
             want = "(bands, rows, cols)" if ndim == 3 else "(rows, cols)"
             raise InputError(f"{epoch}.{name} has shape {array_shape}; give {want}")
+        if 0 in array_shape:
+            raise InputError(
+                f"{epoch}.{name} has shape {array_shape}, no pixels; give at least one band "
+                "of at least 1 x 1 px or leave it out"
+            )
         if shape is None:
             shape = array_shape[-2:]
         elif array_shape[-2:] != shape:

@@ -18,7 +18,7 @@ from pipeline import batch
 from pipeline.config import load_config
 from pipeline.executors import Executor
 from pipeline.ingest import load_index
-from tiles import read_tile
+from tiles import describe_source, read_tile
 
 JOPLIN = REALDATA / "xView2-Joplin"
 pytestmark = [
@@ -115,7 +115,19 @@ def test_suspects_lie_on_the_overlap_and_on_buildings(joplin):
     gpkg = report.out_dir / f"{config.quarter}.gpkg"
     suspects = gpd.read_file(gpkg, layer="suspects")
     assert len(suspects) > 0
-    overlap = shapely.box(*OVERLAP).buffer(1.0)
+    # where both dates have imagery: the intersection of the two epochs' source footprints
+    grid = config.grid_spec
+    footprint = {
+        epoch: shapely.union_all(
+            [
+                shapely.box(*describe_source(f, grid=grid).bounds)
+                for source in config.epoch(epoch).sources
+                for f in config.source_files(epoch, source)
+            ]
+        )
+        for epoch in ("pre", "post")
+    }
+    overlap = footprint["pre"].intersection(footprint["post"]).buffer(1.0)
     assert suspects.within(overlap).all()
     footprints = gpd.read_file(JOPLIN / "vectors" / "joplin_building_footprints.geojson").to_crs(
         suspects.crs

@@ -1,0 +1,99 @@
+"""Property tests: detect_changes never crashes on odd arrays and finds nothing where nothing changed."""
+
+import numpy as np
+from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from detect import CHANGE_TYPES, Scene, change_mask, detect_changes
+
+TRANSFORM = Affine(0.5, 0, 400_000, 0, -0.5, 3_000_000)
+BANDS = ("blue", "green", "red", "nir")
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+shapes = st.tuples(st.integers(1, 48), st.integers(1, 48))
+odd_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from([0.0, 1.0, 255.0, 65535.0, -1.0, np.nan, np.inf]),
+)
+
+
+def _scene(satellite, drone=None, dsm=None):
+    return Scene(
+        satellite=satellite,
+        satellite_bands=BANDS[: len(satellite)] if satellite is not None else (),
+        drone=drone,
+        dsm=dsm,
+    )
+
+
+def _check(result):
+    n = len(result)
+    assert len(result.area_m2) == len(result.score) == len(result.change_type) == n
+    assert all(t in CHANGE_TYPES for t in result.change_type)
+    assert np.all((result.score >= 0) & (result.score <= 1))
+    assert 0.0 <= result.qa["valid_fraction"] <= 1.0
+    assert all(g.is_valid for g in result.geometry)
+
+
+@SETTINGS
+@given(data=st.data(), shape=shapes, bands=st.integers(1, 4))
+def test_arbitrary_values_never_crash(data, shape, bands):
+    arrays_of = arrays(np.float32, (bands, *shape), elements=odd_floats)
+    before, after = data.draw(arrays_of), data.draw(arrays_of)
+    dsm = arrays(np.float32, shape, elements=odd_floats)
+    result = detect_changes(
+        _scene(before, dsm=data.draw(dsm)), _scene(after, dsm=data.draw(dsm)), transform=TRANSFORM
+    )
+    _check(result)
+
+
+@SETTINGS
+@given(
+    shape=shapes,
+    values=st.tuples(st.floats(-1e4, 7e4), st.floats(-1e4, 7e4), st.floats(-100, 9000)),
+)
+def test_constant_epochs_give_no_objects(shape, values):
+    first, second, height = values
+    before = _scene(
+        np.full((4, *shape), first, np.float32),
+        drone=np.full((3, *shape), 120, np.float32),
+        dsm=np.full(shape, height, np.float32),
+    )
+    after = _scene(
+        np.full((4, *shape), second, np.float32),
+        drone=np.full((3, *shape), 130, np.float32),
+        dsm=np.full(shape, height + 0.3, np.float32),
+    )
+    result = detect_changes(before, after, transform=TRANSFORM)
+    assert len(result) == 0
+    assert not change_mask(before, after).any()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), shape=st.tuples(st.integers(8, 96), st.integers(8, 96)))
+def test_identical_epochs_give_no_objects(seed, shape):
+    rng = np.random.default_rng(seed)
+    satellite = rng.uniform(0, 5000, (4, *shape)).astype(np.float32)
+    drone = rng.uniform(0, 255, (3, *shape)).astype(np.float32)
+    dsm = rng.uniform(0, 40, shape).astype(np.float32)
+    scene = _scene(satellite, drone=drone, dsm=dsm)
+    result = detect_changes(scene, scene, transform=TRANSFORM)
+    assert len(result) == 0
+
+
+@SETTINGS
+@given(shape=shapes, fill=st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_all_nodata_gives_no_objects_and_nothing_compared(shape, fill):
+    blank = _scene(np.full((4, *shape), fill, np.float32), dsm=np.full(shape, fill, np.float32))
+    rng = np.random.default_rng(0)
+    real = _scene(rng.uniform(0, 5000, (4, *shape)).astype(np.float32))
+    result = detect_changes(blank, real, transform=TRANSFORM)
+    assert len(result) == 0
+    assert result.qa["valid_fraction"] == 0.0
+
+
+def test_empty_scenes_compare_nothing():
+    result = detect_changes(Scene(), Scene(), transform=TRANSFORM)
+    assert len(result) == 0 and result.qa["compared"] == ""
