@@ -1,0 +1,587 @@
+"""A learned change scorer: per-pixel features of two epochs, a gradient-boosted classifier, and
+its probability map made into change objects.
+
+Features are computed on the red, green and blue bands of both epochs, co-registered (as in
+:mod:`detect.pairs`) and each stretched to its own 1st-99th percentiles per band, so that sensor
+gain, season and haze move them little. Every length is in metres, so 0.3 m and 0.5 m imagery
+give the same features for the same ground:
+
+* **change** at Gaussian scales of 0.5, 1, 2, 4 and 8 m: colour-vector distance, signed and
+  log-ratio brightness change, chromaticity and saturation change;
+* **structure** at the same scales: gradient magnitude and local standard deviation of each
+  epoch and their log-ratio (a roof brings edges to bare ground);
+* **state** of each epoch at 1 and 4 m: brightness, saturation, chromaticity (what stands
+  there before and after), blob response (Laplacian of Gaussian at 2, 4, 8 m: houses are
+  blobs), edge coherence (straight edges) and the share of dark pixels around (shadows);
+* **context** over 10-20 m (whole buildings): the share of strongly changed pixels, the
+  smoothed change relative to the image's typical change, the brightness change over 16 m.
+
+:func:`fit` trains a :class:`sklearn.ensemble.HistGradientBoostingClassifier` on pixel samples
+(:func:`training_sample`); :func:`probability` maps a pair; :func:`learned_mask` and
+:func:`detect_changes_learned` threshold the map with hysteresis, open it, fill holes and drop
+objects below the minimum area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+from affine import Affine
+from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import disk
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from errors import InputError
+
+from .align import apply_shift, measure_shift
+from .core import TileResult, cue_maps
+from .objects import classify, object_stats, polygons
+from .params import DetectParams
+from .scene import Layer, Scene, check_pair, layers
+
+__all__ = [
+    "FEATURE_SCALES_M",
+    "Features",
+    "Model",
+    "detect_changes_learned",
+    "features",
+    "fit",
+    "learned_mask",
+    "probability",
+    "training_sample",
+]
+
+#: Gaussian scales (m) of the change and structure features.
+FEATURE_SCALES_M: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: Scales (m) at which each epoch's own brightness and colour are features.
+_STATE_M = (1.0, 4.0)
+#: Scales (m) of the Laplacian-of-Gaussian blob features.
+_BLOB_M = (2.0, 4.0, 8.0)
+#: Scales (m) of the edge coherence features, and their integration scale (m).
+_COHERENCE_M = (1.0, 2.0)
+_COHERENCE_WINDOW_M = 4.0
+#: Neighbourhoods (m, full width) of the context features.
+_CONTEXT_M = (10.0, 20.0)
+#: Strong change: colour distance this many times the image's median distance.
+_STRONG = (2.0, 4.0)
+#: Share of an epoch's darkest pixels counted as dark (shadow context), and its window (m).
+_DARK_SHARE = 10.0
+_DARK_M = 8.0
+#: Offsets that keep ratios and logarithms finite (stretched units, 0..1 = 1st..99th pct).
+_BRIGHT_EPS = 0.02
+_EDGE_EPS = 0.005
+#: Sampling step (px) for percentiles.
+_STEP = 2
+#: Pixels classified at a time (bounds the classifier's float64 copy of the features).
+_CHUNK = 1 << 16
+#: Label pixels this close (px) to a label edge are not sampled (outlines are uncertain).
+_EDGE_PX = 1
+#: Hyper-parameters of the classifier: shallow trees on a random third of the features per
+#: split generalise from a few images to imagery of another place.
+_CLASSIFIER = dict(
+    max_depth=4,
+    max_iter=150,
+    learning_rate=0.1,
+    max_features=0.3,
+    min_samples_leaf=500,
+    l2_regularization=1.0,
+)
+_RGB = ("red", "green", "blue")
+
+
+class Features(NamedTuple):
+    """Per-pixel features of a pair.
+
+    ``names`` (k,), ``values`` float32 (k, h, w), ``valid`` bool (h, w): pixels with data in
+    both epochs after co-registration.
+    """
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A trained change scorer and how to turn its probabilities into objects.
+
+    Attributes
+    ----------
+    classifier : sklearn classifier
+        Fitted, with ``predict_proba`` over ``feature_names``; class 1 is change.
+    feature_names : tuple of str
+        The features it was trained on, in order (see :func:`features`).
+    scales_m : tuple of float
+        Gaussian scales (m) of the change features.
+    pixel_sizes : tuple of float
+        Pixel sizes (m) of the training pairs.
+    threshold : tuple of float
+        ``(low, high)`` hysteresis thresholds on the probability: objects grow over pixels
+        above ``low`` from seeds above ``high``.
+    open_m : float
+        Radius (m) of the opening applied to the thresholded map.
+    """
+
+    classifier: Any
+    feature_names: tuple[str, ...]
+    scales_m: tuple[float, ...] = FEATURE_SCALES_M
+    pixel_sizes: tuple[float, ...] = ()
+    threshold: tuple[float, float] = (0.5, 0.7)
+    open_m: float = 1.5
+
+
+def features(
+    before: Scene, after: Scene, *, pixel_size: float, params: DetectParams = DetectParams()
+) -> Features:
+    """Per-pixel features of two epochs (see the module docstring).
+
+    Parameters
+    ----------
+    before, after : Scene
+        Both with red, green and blue bands: ``drone`` layers, or ``satellite`` layers naming
+        them (a drone pair is preferred when both epochs have one).
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+        Co-registration limits (``max_shift_m``, ``min_shift_confidence``).
+
+    Returns
+    -------
+    Features
+
+    Raises
+    ------
+    errors.InputError
+        Malformed scenes, epochs of different shapes, no red, green and blue bands in both
+        epochs, or a pixel size that is not positive.
+    """
+    if not pixel_size > 0:
+        raise InputError(f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5")
+    b, a, valid = _prepare(before, after, pixel_size, params)
+    names: list[str] = []
+    maps: list[np.ndarray] = []
+
+    def add(name: str, values: np.ndarray) -> None:
+        names.append(name)
+        maps.append(values.astype(np.float32, copy=False))
+
+    lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
+    for scale in FEATURE_SCALES_M:
+        sigma = scale / pixel_size
+        sb = np.stack([_blur(band, sigma) for band in b])
+        sa = np.stack([_blur(band, sigma) for band in a])
+        mean_b, mean_a = sb.mean(axis=0), sa.mean(axis=0)
+        total_b = np.abs(sb).sum(axis=0) + _BRIGHT_EPS
+        total_a = np.abs(sa).sum(axis=0) + _BRIGHT_EPS
+        sat_b, sat_a = _saturation(sb), _saturation(sa)
+        add(f"colour_distance_{scale:g}m", np.sqrt(((sa - sb) ** 2).sum(axis=0)))
+        add(f"brightness_change_{scale:g}m", mean_a - mean_b)
+        add(f"brightness_log_ratio_{scale:g}m", _log_ratio(mean_a, mean_b, _BRIGHT_EPS))
+        for k, band in enumerate(_RGB):
+            add(f"{band}_share_change_{scale:g}m", sa[k] / total_a - sb[k] / total_b)
+        add(f"saturation_change_{scale:g}m", sat_a - sat_b)
+        grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
+        add(f"gradient_before_{scale:g}m", grad_b)
+        add(f"gradient_after_{scale:g}m", grad_a)
+        add(f"gradient_log_ratio_{scale:g}m", _log_ratio(grad_a, grad_b, _EDGE_EPS))
+        std_b, std_a = _local_std(lum_b, mean_b, sigma), _local_std(lum_a, mean_a, sigma)
+        add(f"std_before_{scale:g}m", std_b)
+        add(f"std_after_{scale:g}m", std_a)
+        add(f"std_log_ratio_{scale:g}m", _log_ratio(std_a, std_b, _EDGE_EPS))
+        if scale in _STATE_M:
+            for epoch, mean, sat, smooth, total in (
+                ("before", mean_b, sat_b, sb, total_b),
+                ("after", mean_a, sat_a, sa, total_a),
+            ):
+                add(f"brightness_{epoch}_{scale:g}m", mean)
+                add(f"saturation_{epoch}_{scale:g}m", sat)
+                for k, band in enumerate(_RGB):
+                    add(f"{band}_share_{epoch}_{scale:g}m", smooth[k] / total)
+    for scale in _BLOB_M:
+        add(f"blob_before_{scale:g}m", _blob(lum_b, scale / pixel_size))
+        add(f"blob_after_{scale:g}m", _blob(lum_a, scale / pixel_size))
+    for scale in _COHERENCE_M:
+        window = _COHERENCE_WINDOW_M / pixel_size
+        coh_b = _coherence(lum_b, scale / pixel_size, window)
+        coh_a = _coherence(lum_a, scale / pixel_size, window)
+        add(f"coherence_before_{scale:g}m", coh_b)
+        add(f"coherence_after_{scale:g}m", coh_a)
+        add(f"coherence_change_{scale:g}m", coh_a - coh_b)
+    for epoch, lum in (("before", lum_b), ("after", lum_a)):
+        dark = lum < _percentile(lum, valid, _DARK_SHARE)
+        add(f"dark_share_{epoch}_{_DARK_M:g}m", _blur(dark.astype(np.float32), _DARK_M / 2 / pixel_size))
+    distance = maps[names.index("colour_distance_1m")]
+    typical = _percentile(distance, valid, 50) + 1e-4
+    add("colour_distance_relative_1m", distance / typical)
+    for width in _CONTEXT_M:
+        sigma = width / 2 / pixel_size
+        for strong in _STRONG:
+            share = (distance > strong * typical).astype(np.float32)
+            add(f"strong_change_share_{strong:g}x_{width:g}m", _blur(share, sigma))
+        add(f"colour_distance_context_{width:g}m", _blur(distance, sigma))
+    add("brightness_change_context_16m", _blur(lum_a - lum_b, 8.0 / pixel_size))
+    return Features(tuple(names), np.stack(maps), valid)
+
+
+def training_sample(
+    feats: Features, label: np.ndarray, *, n: int = 10_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced random sample of a pair's pixels.
+
+    Up to ``n / 2`` change and the rest no-change pixels, drawn among valid pixels away from
+    label edges (outlines drawn by hand are uncertain by a pixel).
+
+    Parameters
+    ----------
+    feats : Features
+    label : ndarray of bool, shape (h, w)
+        Labelled change.
+    n : int, keyword-only
+        Pixels drawn (fewer when the pair has fewer).
+    seed : int, keyword-only
+        Random seed.
+
+    Returns
+    -------
+    X : ndarray of float32, shape (m, k)
+    y : ndarray of bool, shape (m,)
+    """
+    label = np.asarray(label, bool)
+    if label.shape != feats.valid.shape:
+        raise InputError(
+            f"label covers {label.shape} pixels but the images {feats.valid.shape}; "
+            "give a label of the images' size"
+        )
+    edge = ndi.binary_dilation(label, iterations=_EDGE_PX) & ~ndi.binary_erosion(
+        label, iterations=_EDGE_PX
+    )
+    usable = feats.valid & ~edge
+    rng = np.random.default_rng(seed)
+    change = np.flatnonzero(usable & label)
+    still = np.flatnonzero(usable & ~label)
+    n_change = min(change.size, n // 2)
+    n_still = min(still.size, n - n_change)
+    picked = np.concatenate(
+        [rng.choice(change, n_change, replace=False), rng.choice(still, n_still, replace=False)]
+    )
+    flat = feats.values.reshape(feats.values.shape[0], -1)
+    return flat[:, picked].T.copy(), label.ravel()[picked]
+
+
+def fit(
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    feature_names: Sequence[str],
+    pixel_sizes: Sequence[float],
+    seed: int = 0,
+) -> Model:
+    """Train the scorer on pixel samples of labelled pairs.
+
+    Parameters
+    ----------
+    samples : sequence of (X, y)
+        One :func:`training_sample` per pair; X float32 (m, k), y bool (m,).
+    feature_names : sequence of str
+        Names of the k features (``Features.names``).
+    pixel_sizes : sequence of float
+        Pixel sizes (m) of the pairs, recorded in the model.
+    seed : int, keyword-only
+        Random state of the classifier.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    errors.InputError
+        No sample, or samples of one class only.
+    """
+    if not samples:
+        raise InputError("no labelled pixels to learn from; give at least one labelled pair")
+    X = np.concatenate([x for x, _ in samples])
+    y = np.concatenate([t for _, t in samples])
+    if y.all() or not y.any():
+        raise InputError(
+            "the labels hold only " + ("change" if y.any() else "no change")
+            + "; give pairs whose labels mark both change and no change"
+        )
+    classifier = HistGradientBoostingClassifier(**_CLASSIFIER, random_state=seed)
+    classifier.fit(X, y)
+    return Model(
+        classifier=classifier,
+        feature_names=tuple(feature_names),
+        pixel_sizes=tuple(sorted({round(float(p), 4) for p in pixel_sizes})),
+    )
+
+
+def probability(
+    model: Model,
+    before: Scene,
+    after: Scene,
+    *,
+    pixel_size: float,
+    params: DetectParams = DetectParams(),
+) -> np.ndarray:
+    """The model's probability of change at every pixel.
+
+    Parameters
+    ----------
+    model : Model
+    before, after : Scene
+        See :func:`features`.
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    ndarray of float32, shape (h, w)
+        0..1; 0 where either epoch has no data.
+
+    Raises
+    ------
+    errors.InputError
+        As :func:`features`, or a model trained on other features.
+    """
+    feats = features(before, after, pixel_size=pixel_size, params=params)
+    if feats.names != model.feature_names:
+        raise InputError(
+            f"the model was trained on {len(model.feature_names)} other features than this "
+            f"version computes ({len(feats.names)}); retrain it with `tuban train`"
+        )
+    flat = feats.values.reshape(feats.values.shape[0], -1)
+    change = np.concatenate(
+        [
+            model.classifier.predict_proba(flat[:, start : start + _CHUNK].T)[:, 1]
+            for start in range(0, flat.shape[1], _CHUNK)
+        ]
+    )
+    return np.where(feats.valid, change.reshape(feats.valid.shape), 0.0).astype(np.float32)
+
+
+def learned_mask(
+    model: Model,
+    before: Scene,
+    after: Scene,
+    *,
+    pixel_size: float,
+    params: DetectParams = DetectParams(),
+) -> np.ndarray:
+    """The change objects the model finds in a plain image pair, as a mask.
+
+    Parameters
+    ----------
+    model : Model
+    before, after : Scene
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+        ``min_area_m2`` drops smaller objects.
+
+    Returns
+    -------
+    ndarray of bool, shape (h, w)
+    """
+    change = probability(model, before, after, pixel_size=pixel_size, params=params)
+    labels, n = _segment(change, model, pixel_size)
+    pixels = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = pixels * pixel_size**2 >= params.min_area_m2
+    keep[0] = False
+    return keep[labels]
+
+
+def detect_changes_learned(
+    before: Scene,
+    after: Scene,
+    *,
+    model: Model,
+    transform: Affine,
+    params: DetectParams = DetectParams(),
+    core: tuple[slice, slice] | None = None,
+) -> TileResult:
+    """:func:`detect.detect_changes` with the model's probability in place of the fused score.
+
+    The cues (:func:`detect.cue_maps`) still describe and type each object and mark the
+    pixels not compared (clouds, nodata); an object's ``score`` is its mean probability.
+
+    Parameters
+    ----------
+    before, after : Scene
+    model : Model, keyword-only
+    transform : Affine, keyword-only
+        Pixel to CRS transform of the haloed tile (north-up; pixel size in metres).
+    params : DetectParams, keyword-only
+    core : tuple of slice, keyword-only
+        (rows, cols) of the tile proper; only objects whose centroid lies in it are returned.
+        None keeps every object.
+
+    Returns
+    -------
+    TileResult
+        ``qa`` holds ``scorer`` (``"learned"``), ``valid_fraction`` and ``cloud_fraction``
+        (as :func:`detect.detect_changes` reports them).
+    """
+    pixel_size = float(np.sqrt(abs(transform.determinant)))
+    if not np.isfinite(pixel_size) or pixel_size <= 0:
+        raise InputError(f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine")
+    change = probability(model, before, after, pixel_size=pixel_size, params=params)
+    cues = cue_maps(before, after, pixel_size=pixel_size, params=params)
+    cues = replace(cues, score=np.where(cues.valid, change, 0.0).astype(np.float32))
+    labels, n = _segment(cues.score, model, pixel_size)
+    stats = object_stats(labels, n, cues, pixel_size=pixel_size)
+    keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
+    if core is not None:
+        rows, cols = (range(*s.indices(size)) for s, size in zip(core, labels.shape, strict=True))
+        keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
+        keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
+    ids = np.flatnonzero(keep) + 1
+    kept = {name: values[keep] for name, values in stats.items()}
+    xs, ys = transform @ (kept["col"], kept["row"])
+    covered = kept["height_cover"] >= 0.5
+    compared = int(cues.valid.sum())
+    return TileResult(
+        geometry=polygons(labels, ids, transform=transform),
+        area_m2=kept["pixels"] * pixel_size**2,
+        score=kept["score"],
+        change_type=classify(kept, params=params),
+        height_gain_m=np.where(covered, kept["height_change"], np.nan),
+        x=np.asarray(xs, np.float64),
+        y=np.asarray(ys, np.float64),
+        cues={
+            "spectral_z": kept["spectral"],
+            "structure_change": kept["structure"],
+            "vegetation_before": kept["vegetation_before"],
+            "vegetation_after": kept["vegetation_after"],
+        },
+        qa={
+            "scorer": "learned",
+            "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
+            "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
+        },
+    )
+
+
+def _prepare(
+    before: Scene, after: Scene, pixel_size: float, params: DetectParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both epochs' RGB, the after epoch moved onto the before epoch, each stretched per band
+    to its 1st-99th percentiles; float32 (3, h, w) twice and the (h, w) valid mask."""
+    check_pair(before, after)
+    first, second = _rgb(layers(before)), _rgb(layers(after))
+    if first is None or second is None:
+        raise InputError(
+            "the learned scorer needs red, green and blue bands in both epochs (a drone "
+            "orthomosaic, or satellite bands named red, green, blue); map them in the sources"
+        )
+    b, a = first.data[[first.bands.index(n) for n in _RGB]], second.data[[second.bands.index(n) for n in _RGB]]
+    valid_after = second.valid
+    valid = first.valid & valid_after
+    shift = measure_shift(b, a, valid=valid)
+    if shift.confidence >= params.min_shift_confidence and shift.magnitude <= params.max_shift_m / pixel_size:
+        a, valid_after = apply_shift(a, valid_after, shift)
+        valid = first.valid & valid_after
+    return _stretch(b, valid), _stretch(a, valid), valid
+
+
+def _rgb(found: dict[str, Layer]) -> Layer | None:
+    """The drone layer, else a satellite layer with red, green and blue bands, else None."""
+    for kind in ("drone", "satellite"):
+        layer = found.get(kind)
+        if layer is not None and set(_RGB) <= set(layer.bands):
+            return layer
+    return None
+
+
+def _stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each band mapped linearly so that its 1st and 99th percentiles become 0 and 1."""
+    out = np.empty_like(data, dtype=np.float32)
+    for k, band in enumerate(data):
+        low, high = _percentile(band, valid, (1, 99))
+        out[k] = (band - np.float32(low)) / np.float32(max(high - low, 1e-6))
+    return out
+
+
+def _percentile(values: np.ndarray, valid: np.ndarray, q: Any) -> Any:
+    """Percentile(s) of ``values`` over valid pixels (sampled); 0 when none is valid."""
+    picked = values[::_STEP, ::_STEP][valid[::_STEP, ::_STEP]]
+    if picked.size == 0:
+        picked = values[valid] if valid.any() else np.zeros(1, np.float32)
+    return np.percentile(picked, q)
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur, float32; wide kernels run on a block-averaged copy and are interpolated
+    back (bilinear), which keeps the cost flat in ``sigma``."""
+    image = image.astype(np.float32, copy=False)
+    if sigma <= 4.0:
+        return ndi.gaussian_filter(image, sigma, mode="reflect")
+    factor = int(sigma // 2)
+    h, w = image.shape
+    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)), mode="edge")
+    small = padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    # a block mean is itself a blur of variance (factor² - 1) / 12 px²
+    rest = np.sqrt(max(sigma**2 - (factor**2 - 1) / 12.0, 0.25)) / factor
+    small = ndi.gaussian_filter(small, rest, mode="reflect")
+    return _upsample(_upsample(small, factor, h, axis=0), factor, w, axis=1)
+
+
+def _upsample(small: np.ndarray, factor: int, size: int, *, axis: int) -> np.ndarray:
+    """Linear interpolation of block means back to ``size`` pixels along ``axis``; a block's
+    mean sits at its centre, ``(i + 0.5) * factor - 0.5`` px."""
+    at = (np.arange(size) + 0.5) / factor - 0.5
+    first = np.clip(np.floor(at).astype(int), 0, small.shape[axis] - 1)
+    second = np.minimum(first + 1, small.shape[axis] - 1)
+    weight = np.clip(at - first, 0.0, 1.0).astype(np.float32)
+    if axis == 1:
+        return small[:, first] * (1 - weight) + small[:, second] * weight
+    return small[first] * (1 - weight)[:, None] + small[second] * weight[:, None]
+
+
+def _gradient(smooth: np.ndarray, sigma: float) -> np.ndarray:
+    """Gradient magnitude of an image blurred by ``sigma`` px, per ``sigma`` (scale-normalised,
+    so the same ground gives the same value at any pixel size)."""
+    rows, cols = np.gradient(smooth)
+    return np.hypot(rows, cols) * np.float32(sigma)
+
+
+def _local_std(image: np.ndarray, smooth: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-weighted standard deviation of ``image`` given its blur ``smooth``."""
+    return np.sqrt(np.maximum(_blur(image * image, sigma) - smooth * smooth, 0.0))
+
+
+def _blob(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised Laplacian of Gaussian (negative on bright blobs of about this size)."""
+    return ndi.laplace(_blur(image, sigma)) * np.float32(sigma * sigma)
+
+
+def _coherence(image: np.ndarray, sigma: float, window: float) -> np.ndarray:
+    """Coherence of the structure tensor, 0 (no or crossing edges) .. 1 (straight edges)."""
+    rows, cols = np.gradient(_blur(image, max(sigma, 0.7)))
+    jrr, jcc, jrc = _blur(rows * rows, window), _blur(cols * cols, window), _blur(rows * cols, window)
+    spread = np.sqrt((jrr - jcc) ** 2 + 4 * jrc * jrc)
+    return spread / (jrr + jcc + 1e-6)
+
+
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    top = rgb.max(axis=0)
+    return (top - rgb.min(axis=0)) / (np.abs(top) + _BRIGHT_EPS)
+
+
+def _log_ratio(after: np.ndarray, before: np.ndarray, eps: float) -> np.ndarray:
+    return np.log((np.maximum(after, 0.0) + eps) / (np.maximum(before, 0.0) + eps))
+
+
+def _segment(change: np.ndarray, model: Model, pixel_size: float) -> tuple[np.ndarray, int]:
+    """Hysteresis threshold, opening and hole filling of a probability map; labels, count."""
+    low, high = model.threshold
+    mask = apply_hysteresis_threshold(change, low, high)
+    radius = int(round(model.open_m / pixel_size))
+    if radius:
+        mask = ndi.binary_opening(mask, disk(radius))
+    labels, n = ndi.label(ndi.binary_fill_holes(mask))
+    return labels.astype(np.int32), int(n)
