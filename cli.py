@@ -214,5 +214,69 @@ def stats(register_path: Path, quarter: str | None, out: Path | None, lang: str)
     click.echo("written: " + ", ".join(str(f) for f in report.files))
 
 
+@main.command()
+@click.argument("before", type=click.Path(path_type=Path))
+@click.argument("after", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Mask to write: .png, or .tif on the input's grid.")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="Model from `tuban train` [the unsupervised detector].")
+@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True),
+              help="Metres per pixel of images that do not carry their own [0.5].")
+def predict(before: Path, after: Path, out: Path, model: Path | None,
+            pixel_size: float | None) -> None:
+    """Write the change mask of an image pair: single band, 0/255, the input's size."""
+    from pipeline.learn import predict as predict_pair
+
+    result = predict_pair(before, after, out=out, model=model, pixel_size=pixel_size)
+    rows, cols = result.shape
+    click.echo(
+        f"{result.method}: {result.change_share:.1%} of {cols}x{rows} pixels at "
+        f"{result.pixel_size:g} m changed: {result.path}"
+    )
+
+
+@main.command()
+@click.argument("pair_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Model file to write.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the pixel sampling and the classifier.")
+def train(pair_dirs: tuple[Path, ...], out: Path, seed: int) -> None:
+    """Learn the change scorer from labelled pairs folders (A/, B/, label/, meta.toml)."""
+    from pipeline.learn import train as train_model
+
+    report = train_model(list(pair_dirs), out=out, seed=seed)
+    sizes = ", ".join(f"{p:g}" for p in report.pixel_sizes)
+    click.echo(
+        f"learned from {report.pixels} pixels ({report.change_pixels} change) of "
+        f"{report.pairs} pairs at {sizes} m: {report.path}"
+    )
+
+
+@main.command()
+@click.argument("pair_dir", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path),
+              help="Model from `tuban train` [the unsupervised detector].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+def evaluate(pair_dir: Path, model: Path | None, as_json: bool) -> None:
+    """Score change masks of a labelled pairs folder: pixel P/R/F1/IoU, object P/R/F1."""
+    import json
+
+    from pipeline.learn import evaluate as evaluate_pairs
+
+    result = evaluate_pairs(pair_dir, model=model, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result.summary()))
+        return
+    s = result.score
+    click.echo(
+        f"{result.method} on {len(result.pairs)} pairs: pixels P {s.pixel_precision:.3f} "
+        f"R {s.pixel_recall:.3f} F1 {s.pixel_f1:.3f} IoU {s.pixel_iou:.3f}; objects "
+        f"P {s.object_precision:.3f} R {s.object_recall:.3f} F1 {s.object_f1:.3f} "
+        f"({s.label_objects} labelled, {s.predicted_objects} predicted)"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -10,11 +10,14 @@ give the same features for the same ground:
   log-ratio brightness change, chromaticity and saturation change;
 * **structure** at the same scales: gradient magnitude and local standard deviation of each
   epoch and their log-ratio (a roof brings edges to bare ground);
-* **state** of each epoch at 1 and 4 m: brightness, saturation, chromaticity (what stands
-  there before and after), blob response (Laplacian of Gaussian at 2, 4, 8 m: houses are
-  blobs), edge coherence (straight edges) and the share of dark pixels around (shadows);
-* **context** over 10-20 m (whole buildings): the share of strongly changed pixels, the
-  smoothed change relative to the image's typical change, the brightness change over 16 m.
+* **state** of each epoch at 1 and 4 m: brightness, saturation and chromaticity (what stands
+  there before and after);
+* **shape** of each epoch: blob response (Laplacian of Gaussian at 2, 4 and 8 m: houses are
+  blobs), edge coherence at 1 and 2 m (roofs have straight edges) and the share of dark
+  pixels within about 8 m (shadows);
+* **context** over 10-20 m (whole buildings): the colour distance relative to the image's
+  median, the share of strongly changed pixels and the smoothed colour distance, and the
+  brightness change over 16 m.
 
 :func:`fit` trains a :class:`sklearn.ensemble.HistGradientBoostingClassifier` on pixel samples
 (:func:`training_sample`); :func:`probability` maps a pair; :func:`learned_mask` and
@@ -160,71 +163,103 @@ def features(
         epochs, or a pixel size that is not positive.
     """
     if not pixel_size > 0:
-        raise InputError(f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5")
+        raise InputError(
+            f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
+        )
     b, a, valid = _prepare(before, after, pixel_size, params)
-    names: list[str] = []
-    maps: list[np.ndarray] = []
-
-    def add(name: str, values: np.ndarray) -> None:
-        names.append(name)
-        maps.append(values.astype(np.float32, copy=False))
-
     lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
+    found: dict[str, np.ndarray] = {}
     for scale in FEATURE_SCALES_M:
-        sigma = scale / pixel_size
-        sb = np.stack([_blur(band, sigma) for band in b])
-        sa = np.stack([_blur(band, sigma) for band in a])
-        mean_b, mean_a = sb.mean(axis=0), sa.mean(axis=0)
-        total_b = np.abs(sb).sum(axis=0) + _BRIGHT_EPS
-        total_a = np.abs(sa).sum(axis=0) + _BRIGHT_EPS
-        sat_b, sat_a = _saturation(sb), _saturation(sa)
-        add(f"colour_distance_{scale:g}m", np.sqrt(((sa - sb) ** 2).sum(axis=0)))
-        add(f"brightness_change_{scale:g}m", mean_a - mean_b)
-        add(f"brightness_log_ratio_{scale:g}m", _log_ratio(mean_a, mean_b, _BRIGHT_EPS))
-        for k, band in enumerate(_RGB):
-            add(f"{band}_share_change_{scale:g}m", sa[k] / total_a - sb[k] / total_b)
-        add(f"saturation_change_{scale:g}m", sat_a - sat_b)
-        grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
-        add(f"gradient_before_{scale:g}m", grad_b)
-        add(f"gradient_after_{scale:g}m", grad_a)
-        add(f"gradient_log_ratio_{scale:g}m", _log_ratio(grad_a, grad_b, _EDGE_EPS))
-        std_b, std_a = _local_std(lum_b, mean_b, sigma), _local_std(lum_a, mean_a, sigma)
-        add(f"std_before_{scale:g}m", std_b)
-        add(f"std_after_{scale:g}m", std_a)
-        add(f"std_log_ratio_{scale:g}m", _log_ratio(std_a, std_b, _EDGE_EPS))
-        if scale in _STATE_M:
-            for epoch, mean, sat, smooth, total in (
-                ("before", mean_b, sat_b, sb, total_b),
-                ("after", mean_a, sat_a, sa, total_a),
-            ):
-                add(f"brightness_{epoch}_{scale:g}m", mean)
-                add(f"saturation_{epoch}_{scale:g}m", sat)
-                for k, band in enumerate(_RGB):
-                    add(f"{band}_share_{epoch}_{scale:g}m", smooth[k] / total)
+        found.update(_scale_features(b, a, lum_b, lum_a, scale, pixel_size))
+    found.update(_shape_features(lum_b, lum_a, valid, pixel_size))
+    found.update(_context_features(found["colour_distance_1m"], lum_a - lum_b, valid, pixel_size))
+    return Features(
+        tuple(found), np.stack([v.astype(np.float32, copy=False) for v in found.values()]), valid
+    )
+
+
+def _scale_features(
+    b: np.ndarray,
+    a: np.ndarray,
+    lum_b: np.ndarray,
+    lum_a: np.ndarray,
+    scale: float,
+    pixel_size: float,
+) -> dict[str, np.ndarray]:
+    """Change, structure and (at the state scales) each epoch's colour, blurred by ``scale`` m."""
+    sigma = scale / pixel_size
+    sb = np.stack([_blur(band, sigma) for band in b])
+    sa = np.stack([_blur(band, sigma) for band in a])
+    mean_b, mean_a = sb.mean(axis=0), sa.mean(axis=0)
+    total_b = np.abs(sb).sum(axis=0) + _BRIGHT_EPS
+    total_a = np.abs(sa).sum(axis=0) + _BRIGHT_EPS
+    sat_b, sat_a = _saturation(sb), _saturation(sa)
+    grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
+    std_b, std_a = _local_std(lum_b, mean_b, sigma), _local_std(lum_a, mean_a, sigma)
+    at = f"{scale:g}m"
+    out = {
+        f"colour_distance_{at}": np.sqrt(((sa - sb) ** 2).sum(axis=0)),
+        f"brightness_change_{at}": mean_a - mean_b,
+        f"brightness_log_ratio_{at}": _log_ratio(mean_a, mean_b, _BRIGHT_EPS),
+        **{
+            f"{band}_share_change_{at}": sa[k] / total_a - sb[k] / total_b
+            for k, band in enumerate(_RGB)
+        },
+        f"saturation_change_{at}": sat_a - sat_b,
+        f"gradient_before_{at}": grad_b,
+        f"gradient_after_{at}": grad_a,
+        f"gradient_log_ratio_{at}": _log_ratio(grad_a, grad_b, _EDGE_EPS),
+        f"std_before_{at}": std_b,
+        f"std_after_{at}": std_a,
+        f"std_log_ratio_{at}": _log_ratio(std_a, std_b, _EDGE_EPS),
+    }
+    if scale in _STATE_M:
+        for epoch, mean, sat, smooth, total in (
+            ("before", mean_b, sat_b, sb, total_b),
+            ("after", mean_a, sat_a, sa, total_a),
+        ):
+            out[f"brightness_{epoch}_{at}"] = mean
+            out[f"saturation_{epoch}_{at}"] = sat
+            for k, band in enumerate(_RGB):
+                out[f"{band}_share_{epoch}_{at}"] = smooth[k] / total
+    return out
+
+
+def _shape_features(
+    lum_b: np.ndarray, lum_a: np.ndarray, valid: np.ndarray, pixel_size: float
+) -> dict[str, np.ndarray]:
+    """Blobs, straight edges and dark surroundings (shadows) of each epoch's brightness."""
+    out = {}
     for scale in _BLOB_M:
-        add(f"blob_before_{scale:g}m", _blob(lum_b, scale / pixel_size))
-        add(f"blob_after_{scale:g}m", _blob(lum_a, scale / pixel_size))
+        out[f"blob_before_{scale:g}m"] = _blob(lum_b, scale / pixel_size)
+        out[f"blob_after_{scale:g}m"] = _blob(lum_a, scale / pixel_size)
+    window = _COHERENCE_WINDOW_M / pixel_size
     for scale in _COHERENCE_M:
-        window = _COHERENCE_WINDOW_M / pixel_size
         coh_b = _coherence(lum_b, scale / pixel_size, window)
         coh_a = _coherence(lum_a, scale / pixel_size, window)
-        add(f"coherence_before_{scale:g}m", coh_b)
-        add(f"coherence_after_{scale:g}m", coh_a)
-        add(f"coherence_change_{scale:g}m", coh_a - coh_b)
+        out[f"coherence_before_{scale:g}m"] = coh_b
+        out[f"coherence_after_{scale:g}m"] = coh_a
+        out[f"coherence_change_{scale:g}m"] = coh_a - coh_b
     for epoch, lum in (("before", lum_b), ("after", lum_a)):
-        dark = lum < _percentile(lum, valid, _DARK_SHARE)
-        add(f"dark_share_{epoch}_{_DARK_M:g}m", _blur(dark.astype(np.float32), _DARK_M / 2 / pixel_size))
-    distance = maps[names.index("colour_distance_1m")]
+        dark = (lum < _percentile(lum, valid, _DARK_SHARE)).astype(np.float32)
+        out[f"dark_share_{epoch}_{_DARK_M:g}m"] = _blur(dark, _DARK_M / 2 / pixel_size)
+    return out
+
+
+def _context_features(
+    distance: np.ndarray, brightening: np.ndarray, valid: np.ndarray, pixel_size: float
+) -> dict[str, np.ndarray]:
+    """How much changed around a pixel, over whole buildings (10-20 m)."""
     typical = _percentile(distance, valid, 50) + 1e-4
-    add("colour_distance_relative_1m", distance / typical)
+    out = {"colour_distance_relative_1m": distance / typical}
     for width in _CONTEXT_M:
         sigma = width / 2 / pixel_size
         for strong in _STRONG:
             share = (distance > strong * typical).astype(np.float32)
-            add(f"strong_change_share_{strong:g}x_{width:g}m", _blur(share, sigma))
-        add(f"colour_distance_context_{width:g}m", _blur(distance, sigma))
-    add("brightness_change_context_16m", _blur(lum_a - lum_b, 8.0 / pixel_size))
-    return Features(tuple(names), np.stack(maps), valid)
+            out[f"strong_change_share_{strong:g}x_{width:g}m"] = _blur(share, sigma)
+        out[f"colour_distance_context_{width:g}m"] = _blur(distance, sigma)
+    out["brightness_change_context_16m"] = _blur(brightening, 8.0 / pixel_size)
+    return out
 
 
 def training_sample(
@@ -285,9 +320,9 @@ def fit(
     ----------
     samples : sequence of (X, y)
         One :func:`training_sample` per pair; X float32 (m, k), y bool (m,).
-    feature_names : sequence of str
+    feature_names : sequence of str, keyword-only
         Names of the k features (``Features.names``).
-    pixel_sizes : sequence of float
+    pixel_sizes : sequence of float, keyword-only
         Pixel sizes (m) of the pairs, recorded in the model.
     seed : int, keyword-only
         Random state of the classifier.
@@ -301,17 +336,17 @@ def fit(
     errors.InputError
         No sample, or samples of one class only.
     """
-    if not samples:
+    y = np.concatenate([t for _, t in samples]) if samples else np.zeros(0, bool)
+    if y.size == 0:
         raise InputError("no labelled pixels to learn from; give at least one labelled pair")
-    X = np.concatenate([x for x, _ in samples])
-    y = np.concatenate([t for _, t in samples])
     if y.all() or not y.any():
         raise InputError(
-            "the labels hold only " + ("change" if y.any() else "no change")
+            "the labels hold only "
+            + ("change" if y.any() else "no change")
             + "; give pairs whose labels mark both change and no change"
         )
     classifier = HistGradientBoostingClassifier(**_CLASSIFIER, random_state=seed)
-    classifier.fit(X, y)
+    classifier.fit(np.concatenate([x for x, _ in samples]), y)
     return Model(
         classifier=classifier,
         feature_names=tuple(feature_names),
@@ -428,7 +463,9 @@ def detect_changes_learned(
     """
     pixel_size = float(np.sqrt(abs(transform.determinant)))
     if not np.isfinite(pixel_size) or pixel_size <= 0:
-        raise InputError(f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine")
+        raise InputError(
+            f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine"
+        )
     change = probability(model, before, after, pixel_size=pixel_size, params=params)
     cues = cue_maps(before, after, pixel_size=pixel_size, params=params)
     cues = replace(cues, score=np.where(cues.valid, change, 0.0).astype(np.float32))
@@ -461,7 +498,9 @@ def detect_changes_learned(
         qa={
             "scorer": "learned",
             "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
-            "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
+            "cloud_fraction": float(
+                cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)
+            ),
         },
     )
 
@@ -478,11 +517,17 @@ def _prepare(
             "the learned scorer needs red, green and blue bands in both epochs (a drone "
             "orthomosaic, or satellite bands named red, green, blue); map them in the sources"
         )
-    b, a = first.data[[first.bands.index(n) for n in _RGB]], second.data[[second.bands.index(n) for n in _RGB]]
+    b, a = (
+        first.data[[first.bands.index(n) for n in _RGB]],
+        second.data[[second.bands.index(n) for n in _RGB]],
+    )
     valid_after = second.valid
     valid = first.valid & valid_after
     shift = measure_shift(b, a, valid=valid)
-    if shift.confidence >= params.min_shift_confidence and shift.magnitude <= params.max_shift_m / pixel_size:
+    if (
+        shift.confidence >= params.min_shift_confidence
+        and shift.magnitude <= params.max_shift_m / pixel_size
+    ):
         a, valid_after = apply_shift(a, valid_after, shift)
         valid = first.valid & valid_after
     return _stretch(b, valid), _stretch(a, valid), valid
@@ -545,8 +590,13 @@ def _upsample(small: np.ndarray, factor: int, size: int, *, axis: int) -> np.nda
 def _gradient(smooth: np.ndarray, sigma: float) -> np.ndarray:
     """Gradient magnitude of an image blurred by ``sigma`` px, per ``sigma`` (scale-normalised,
     so the same ground gives the same value at any pixel size)."""
-    rows, cols = np.gradient(smooth)
+    rows, cols = _derivative(smooth, 0), _derivative(smooth, 1)
     return np.hypot(rows, cols) * np.float32(sigma)
+
+
+def _derivative(image: np.ndarray, axis: int) -> np.ndarray:
+    """Central difference along ``axis`` (edges repeated), per pixel."""
+    return ndi.correlate1d(image, np.array([-0.5, 0.0, 0.5], np.float32), axis=axis, mode="nearest")
 
 
 def _local_std(image: np.ndarray, smooth: np.ndarray, sigma: float) -> np.ndarray:
@@ -561,8 +611,13 @@ def _blob(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _coherence(image: np.ndarray, sigma: float, window: float) -> np.ndarray:
     """Coherence of the structure tensor, 0 (no or crossing edges) .. 1 (straight edges)."""
-    rows, cols = np.gradient(_blur(image, max(sigma, 0.7)))
-    jrr, jcc, jrc = _blur(rows * rows, window), _blur(cols * cols, window), _blur(rows * cols, window)
+    smooth = _blur(image, max(sigma, 0.7))
+    rows, cols = _derivative(smooth, 0), _derivative(smooth, 1)
+    jrr, jcc, jrc = (
+        _blur(rows * rows, window),
+        _blur(cols * cols, window),
+        _blur(rows * cols, window),
+    )
     spread = np.sqrt((jrr - jcc) ** 2 + 4 * jrc * jrc)
     return spread / (jrr + jcc + 1e-6)
 

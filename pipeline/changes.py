@@ -21,13 +21,15 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from detect import DetectParams, Scene, detect_changes
-from errors import InputError, NoOverlapError
+from detect.learn import Model, detect_changes_learned
+from errors import ConfigError, InputError, NoOverlapError
 from tiles import Grid, TileId, read_tile
 
 from .atomic import write_json, write_layers
 from .config import Config
 from .executors import Executor
 from .ingest import KINDS, EpochIndex, load_index
+from .learn import load_model
 
 __all__ = ["SUSPECT_COLUMNS", "ChangeSet", "detect_quarter", "changes_path", "read_changes"]
 
@@ -51,6 +53,7 @@ class _PairJob:
     params: DetectParams
     result_path: str  # where the worker records the tile's result
     signature: str  # inputs and parameters the result was made from
+    model: Model | None = None  # the learned scorer of [detect] model, if any
 
 
 def changes_path(config: Config) -> Path:
@@ -60,6 +63,19 @@ def changes_path(config: Config) -> Path:
 
 def detect_params(config: Config) -> DetectParams:
     return DetectParams(min_area_m2=config.detect.min_area_m2)
+
+
+def detect_model(config: Config) -> tuple[Model | None, str]:
+    """The learned scorer of ``[detect] model`` (None without one) and a token of its file."""
+    if config.detect.model is None:
+        return None, ""
+    path = config.resolve(config.detect.model)
+    try:
+        model = load_model(path)
+    except InputError as exc:
+        raise ConfigError(f"{config.file}: [detect] model: {exc}") from None
+    stat = path.stat()
+    return model, f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def detect_quarter(
@@ -83,6 +99,7 @@ def detect_quarter(
             )
     _check_comparable(config, before, after)
     params = detect_params(config)
+    model, model_token = detect_model(config)
     tile_dir = changes_path(config).with_suffix("")
     jobs = [
         _PairJob(
@@ -92,7 +109,8 @@ def detect_quarter(
             _files(after, name, work),
             params,
             str(tile_dir / f"{name}.json"),
-            _pair_signature(before.tiles[name], after.tiles[name], params),
+            _pair_signature(before.tiles[name], after.tiles[name], params, model_token),
+            model,
         )
         for name in sorted(set(before.tiles) & set(after.tiles))
     ]
@@ -168,12 +186,13 @@ def _check_comparable(config: Config, before: EpochIndex, after: EpochIndex) -> 
     )
 
 
-def _pair_signature(before: dict, after: dict, params: DetectParams) -> str:
+def _pair_signature(before: dict, after: dict, params: DetectParams, model: str) -> str:
     payload = json.dumps(
         [
             {k: v["signature"] for k, v in before.items()},
             {k: v["signature"] for k, v in after.items()},
             repr(params),
+            model,
         ],
         sort_keys=True,
     )
@@ -197,13 +216,13 @@ def _finished(job: _PairJob) -> tuple[pd.DataFrame, dict] | None:
 def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
     """Worker: detect on one tile pair; record and return its objects (WKB) and its QA."""
     before, after = _scene(job.before), _scene(job.after)
-    result = detect_changes(
-        before,
-        after,
-        transform=job.grid.transform(job.tile, halo=True),
-        params=job.params,
-        core=job.grid.core_slices(),
-    )
+    transform, core = job.grid.transform(job.tile, halo=True), job.grid.core_slices()
+    if job.model is None:
+        result = detect_changes(before, after, transform=transform, params=job.params, core=core)
+    else:
+        result = detect_changes_learned(
+            before, after, model=job.model, transform=transform, params=job.params, core=core
+        )
     table = pd.DataFrame(result.to_records())
     if len(table):
         table["geometry"] = shapely.to_wkb(np.asarray(table["geometry"]))

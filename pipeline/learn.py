@@ -37,6 +37,7 @@ from .pairs import ImagePair, list_pairs, read_pair, write_mask
 
 __all__ = [
     "FORMAT_VERSION",
+    "SAMPLES_PER_PAIR",
     "Evaluation",
     "Prediction",
     "TrainReport",
@@ -125,7 +126,9 @@ def train(
     """
     files = [f for folder in pair_dirs for f in list_pairs(folder)]
     samples, sizes, names = [], [], ()
-    for i, pair_files in enumerate(tqdm(files, desc="train", unit="pair", disable=not progress or None)):
+    for i, pair_files in enumerate(
+        tqdm(files, desc="train", unit="pair", disable=not progress or None)
+    ):
         pair = pair_files.read()
         feats = features(pair.before, pair.after, pixel_size=pair.pixel_size)
         samples.append(training_sample(feats, pair.label, n=samples_per_pair, seed=seed + i))
@@ -260,7 +263,9 @@ def load_model(path: str | os.PathLike) -> Model:
     try:
         header = pickle.loads(path.read_bytes())
     except FileNotFoundError:
-        raise InputError(f"model {path} does not exist; train one with `tuban train PAIRS_DIR -o {path}`") from None
+        raise InputError(
+            f"model {path} does not exist; train one with `tuban train PAIRS_DIR -o {path}`"
+        ) from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError):
         header = None
     if not isinstance(header, dict) or header.get("format") != _FORMAT:

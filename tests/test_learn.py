@@ -1,0 +1,379 @@
+"""The learned change scorer: features, training, prediction at any pixel size, model files,
+the train / predict / evaluate commands and the pipeline's ``[detect] model``."""
+
+import pickle
+
+import numpy as np
+import pytest
+import rasterio.features
+import shapely
+import sklearn
+from affine import Affine
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from scipy import ndimage as ndi
+
+from cli import main
+from detect import Scene
+from detect.learn import (
+    Model,
+    detect_changes_learned,
+    features,
+    fit,
+    learned_mask,
+    probability,
+    training_sample,
+)
+from errors import ConfigError, InputError
+from pipeline import batch
+from pipeline.config import load_config
+from pipeline.learn import load_model, save_model
+
+RGB = ("red", "green", "blue")
+FINE = 0.25  # m per pixel the synthetic scenes are drawn at
+runner = CliRunner()
+
+
+def synthetic_pair(seed, *, size_m=48.0, pixel_size=0.5, planted=2):
+    """A before / after RGB pair (float32 (3, n, n), 0..255) and its label (bool (n, n)).
+
+    Textured ground with trees and an existing building in both epochs; ``planted`` new roofs
+    (8-14 m, grey or red, each with its shadow) in the after epoch, which is also brighter.
+    Drawn at 0.25 m and block-averaged to ``pixel_size``, so two pixel sizes show one scene.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(size_m / FINE)
+    texture = ndi.gaussian_filter(rng.normal(0, 1, (n, n)), 2.0 / FINE) * 40
+    before = (
+        np.array([120, 105, 80], np.float32)[:, None, None]
+        + texture * np.array([1.0, 1.1, 0.8], np.float32)[:, None, None]
+    )
+    rows, cols = np.ogrid[:n, :n]
+    for r, c in rng.integers(0, n, (2, 2)):
+        before[:, (rows - r) ** 2 + (cols - c) ** 2 < (3 / FINE) ** 2] = [[50], [80], [45]]
+    r, c = rng.integers(0, n - int(12 / FINE), 2)
+    before[:, r : r + int(10 / FINE), c : c + int(12 / FINE)] = np.array([150, 150, 155])[
+        :, None, None
+    ]
+    after = before.copy()
+    label = np.zeros((n, n), bool)
+    for _ in range(planted):
+        h, w = (rng.integers(8, 15, 2) / FINE).astype(int)
+        r, c = rng.integers(0, n - max(h, w) - int(2 / FINE), 2)
+        roof = [(170, 165, 160), (95, 95, 100), (160, 80, 70)][rng.integers(3)]
+        after[:, r : r + h, c : c + w] = np.array(roof, np.float32)[:, None, None]
+        after[:, r + h : r + h + int(1.5 / FINE), c : c + w] *= 0.45
+        label[r : r + h, c : c + w] = True
+    after = after * np.float32(1.08) + 6
+    before += rng.normal(0, 3, before.shape).astype(np.float32)
+    after += rng.normal(0, 3, after.shape).astype(np.float32)
+    f = int(round(pixel_size / FINE))
+
+    def down(x):
+        return x.reshape(*x.shape[:-2], n // f, f, n // f, f).mean(axis=(-3, -1))
+
+    return (
+        np.clip(down(before), 0, 255).astype(np.float32),
+        np.clip(down(after), 0, 255).astype(np.float32),
+        down(label.astype(np.float32)) >= 0.5,
+    )
+
+
+def scene(rgb):
+    return Scene(satellite=rgb, satellite_bands=RGB)
+
+
+@pytest.fixture(scope="module")
+def model():
+    samples, names = [], ()
+    for seed in range(6):
+        before, after, label = synthetic_pair(seed)
+        feats = features(scene(before), scene(after), pixel_size=0.5)
+        samples.append(training_sample(feats, label, n=4000, seed=seed))
+        names = feats.names
+    return fit(samples, feature_names=names, pixel_sizes=[0.5])
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_features_are_named_finite_float32():
+    before, after, _ = synthetic_pair(0)
+    feats = features(scene(before), scene(after), pixel_size=0.5)
+    assert len(set(feats.names)) == len(feats.names) == feats.values.shape[0]
+    assert feats.values.shape[1:] == (96, 96) and feats.values.dtype == np.float32
+    assert np.isfinite(feats.values).all() and feats.valid.all()
+
+
+def test_features_ignore_each_bands_gain_and_offset():
+    before, after, _ = synthetic_pair(1)
+    gain = np.array([1.3, 0.8, 1.1], np.float32)[:, None, None]
+    offset = np.array([12, -4, 30], np.float32)[:, None, None]
+    plain = features(scene(before), scene(after), pixel_size=0.5)
+    rescaled = features(scene(before), scene(after * gain + offset), pixel_size=0.5)
+    np.testing.assert_allclose(rescaled.values, plain.values, atol=1e-2)
+
+
+def test_finds_the_planted_roofs(model):
+    for seed in (100, 101, 102):
+        before, after, label = synthetic_pair(seed)
+        mask = learned_mask(model, scene(before), scene(after), pixel_size=0.5)
+        assert mask.shape == label.shape and _iou(mask, label) >= 0.8
+
+
+def test_same_scene_at_two_pixel_sizes_gives_the_same_mask(model):
+    coarse = learned_mask(model, *map(scene, synthetic_pair(103)[:2]), pixel_size=0.5)
+    fine = learned_mask(
+        model, *map(scene, synthetic_pair(103, pixel_size=0.25)[:2]), pixel_size=0.25
+    )
+    assert fine.shape == (192, 192)
+    assert _iou(coarse, fine.reshape(96, 2, 96, 2).mean(axis=(1, 3)) >= 0.5) >= 0.85
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 2**16),
+    shape=st.tuples(st.integers(2, 64), st.integers(2, 64)),
+    level=st.floats(0, 255),
+    other=st.floats(0, 255),
+)
+def test_constant_or_identical_inputs_give_no_change(model, seed, shape, level, other):
+    noise = np.random.default_rng(seed).uniform(0, 255, (3, *shape)).astype(np.float32)
+    scenes = [scene(noise), scene(synthetic_pair(seed % 50)[0])]
+    for s in scenes:
+        assert not learned_mask(model, s, s, pixel_size=0.5).any()
+    flat = [scene(np.full((3, *shape), v, np.float32)) for v in (level, other)]
+    assert not learned_mask(model, *flat, pixel_size=0.5).any()
+
+
+def test_nodata_gets_no_probability(model):
+    before, after, _ = synthetic_pair(104)
+    valid = np.ones(before.shape[1:], bool)
+    valid[:, :30] = False
+    masked = Scene(satellite=after, satellite_bands=RGB, satellite_valid=valid)
+    change = probability(model, scene(before), masked, pixel_size=0.5)
+    assert change.dtype == np.float32 and not change[:, :30].any()
+
+
+def test_needs_red_green_blue():
+    grey = Scene(satellite=np.zeros((1, 8, 8), np.float32), satellite_bands=("pan",))
+    with pytest.raises(InputError, match="red, green and blue"):
+        features(grey, grey, pixel_size=0.5)
+
+
+def test_one_class_labels_are_refused():
+    before, after, _ = synthetic_pair(0)
+    feats = features(scene(before), scene(after), pixel_size=0.5)
+    sample = training_sample(feats, np.zeros((96, 96), bool), n=500)
+    with pytest.raises(InputError, match="both change and no change"):
+        fit([sample], feature_names=feats.names, pixel_sizes=[0.5])
+
+
+def test_tile_result_with_the_model(model):
+    before, after, label = synthetic_pair(105)
+    transform = Affine(0.5, 0, 500_000, 0, -0.5, 2_500_000)
+    result = detect_changes_learned(scene(before), scene(after), model=model, transform=transform)
+    truth = _outline(label, transform)
+    assert len(result) == ndi.label(label)[1]
+    assert all(0 <= s <= 1 for s in result.score) and result.qa["scorer"] == "learned"
+    found = shapely.union_all(result.geometry)
+    assert found.intersection(truth).area >= 0.8 * truth.area
+    none = detect_changes_learned(
+        scene(before),
+        scene(after),
+        model=model,
+        transform=transform,
+        core=(slice(0, 1), slice(0, 1)),
+    )
+    assert len(none) == 0
+
+
+def _outline(label, transform):
+    """The labelled pixels as one (multi)polygon in CRS coordinates."""
+    shapes = rasterio.features.shapes(label.astype(np.uint8), mask=label, transform=transform)
+    return shapely.union_all([shapely.geometry.shape(geom) for geom, _ in shapes])
+
+
+# -- model files --------------------------------------------------------------------------------
+
+
+def test_model_file_round_trip(model, tmp_path):
+    path = save_model(model, tmp_path / "m.pkl", trained_on=["x"])
+    loaded = load_model(path)
+    assert isinstance(loaded, Model) and loaded.feature_names == model.feature_names
+    before, after, _ = synthetic_pair(106)
+    np.testing.assert_array_equal(
+        probability(loaded, scene(before), scene(after), pixel_size=0.5),
+        probability(model, scene(before), scene(after), pixel_size=0.5),
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("sklearn_version", "0.0.1", "trained with scikit-learn 0.0.1 but " + sklearn.__version__),
+        ("format_version", 99, "format-99 model"),
+        ("format", "other", "is not a tuban model file"),
+    ],
+)
+def test_mismatched_model_files_are_refused(model, tmp_path, key, value, expected):
+    path = save_model(model, tmp_path / "m.pkl")
+    header = pickle.loads(path.read_bytes())
+    header[key] = value
+    path.write_bytes(pickle.dumps(header))
+    with pytest.raises(InputError, match=expected) as info:
+        load_model(path)
+    assert "retrain it with `tuban train" in str(info.value)
+
+
+def test_not_a_model_file(tmp_path):
+    (tmp_path / "junk.pkl").write_text("not a pickle")
+    with pytest.raises(InputError, match="not a tuban model file"):
+        load_model(tmp_path / "junk.pkl")
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "missing.pkl")
+
+
+def test_model_of_other_features_is_refused(model):
+    before, after, _ = synthetic_pair(0)
+    other = Model(model.classifier, model.feature_names[:-1])
+    with pytest.raises(InputError, match="retrain it with `tuban train`"):
+        probability(other, scene(before), scene(after), pixel_size=0.5)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+    return path
+
+
+def _pairs_folder(root, seeds):
+    for seed in seeds:
+        before, after, label = synthetic_pair(seed)
+        _save_png(root / "A" / f"p{seed}.png", before.transpose(1, 2, 0).round())
+        _save_png(root / "B" / f"p{seed}.png", after.transpose(1, 2, 0).round())
+        _save_png(root / "label" / f"p{seed}.png", np.where(label, 255, 0))
+    (root / "meta.toml").write_text("pixel_size = 0.5\n")
+    return root
+
+
+def test_train_predict_evaluate_commands(tmp_path):
+    model_path = tmp_path / "model.pkl"
+    result = runner.invoke(
+        main, ["train", str(_pairs_folder(tmp_path / "train", range(4))), "-o", str(model_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "of 4 pairs at 0.5 m" in result.output and model_path.exists()
+
+    test = _pairs_folder(tmp_path / "test", [200])
+    for extra in ([], ["--model", str(model_path)]):
+        out = tmp_path / f"mask{len(extra)}.png"
+        result = runner.invoke(
+            main,
+            [
+                "predict",
+                str(test / "A" / "p200.png"),
+                str(test / "B" / "p200.png"),
+                "-o",
+                str(out),
+                "--pixel-size",
+                "0.5",
+                *extra,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        mask = np.asarray(Image.open(out))
+        assert mask.shape == (96, 96) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+    label = np.asarray(Image.open(test / "label" / "p200.png")) > 0
+    assert _iou(mask > 0, label) >= 0.7
+
+    result = runner.invoke(main, ["evaluate", str(test), "--model", str(model_path), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = __import__("json").loads(result.output)
+    assert scores["method"] == "learned" and scores["pairs"] == 1
+    assert scores["pixel_f1"] >= 0.7 and scores["object_recall"] == 1.0
+    result = runner.invoke(main, ["evaluate", str(test)])
+    assert result.exit_code == 0 and result.output.startswith("unsupervised on 1 pairs: pixels P")
+
+
+def test_predict_with_a_bad_model_exits_2(tmp_path):
+    test = _pairs_folder(tmp_path / "test", [201])
+    (tmp_path / "bad.pkl").write_bytes(b"\x80\x04junk")
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            str(test / "A" / "p201.png"),
+            str(test / "B" / "p201.png"),
+            "-o",
+            str(tmp_path / "m.png"),
+            "--model",
+            str(tmp_path / "bad.pkl"),
+        ],
+    )
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "bad.pkl is not a tuban model file" in result.stderr
+
+
+# -- the pipeline's [detect] model --------------------------------------------------------------
+
+_QUARTER = """
+[grid]
+crs = "EPSG:4547"
+resolution = 0.5
+tile_size = 64
+halo = 16
+[offices]
+path = "offices.gpkg"
+[[epochs]]
+id = "A"
+date = "2024-03-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "before.tif"
+bands = {{ red = 1, green = 2, blue = 3 }}
+[[epochs]]
+id = "B"
+date = "2024-06-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "after.tif"
+bands = {{ red = 1, green = 2, blue = 3 }}
+[run]
+before = "A"
+after = "B"
+[detect]
+model = "{model}"
+"""
+
+
+def test_pipeline_uses_the_model(model, tmp_path, make_raster, make_offices):
+    x0, y0 = 8000 * 32.0, 78_800 * 32.0  # a tile corner of the 32 m grid
+    before, after, label = synthetic_pair(107, size_m=64.0)
+    make_raster("before.tif", before.round().astype(np.uint8), origin=(x0, y0))
+    make_raster("after.tif", after.round().astype(np.uint8), origin=(x0, y0))
+    make_offices({"AT": (x0, y0 - 64, x0 + 64, y0)})
+    save_model(model, tmp_path / "models" / "m.pkl")
+    (tmp_path / "quarter.toml").write_text(_QUARTER.format(model="models/m.pkl"))
+    config = load_config(tmp_path / "quarter.toml")
+    batch.ingest(config, "A")
+    batch.ingest(config, "B")
+    suspects = batch.changes(config).suspects
+    truth = _outline(label, Affine(0.5, 0, x0, 0, -0.5, y0))
+    assert len(suspects) >= 1 and suspects["score"].between(0, 1).all()
+    assert shapely.union_all(suspects.geometry).intersection(truth).area >= 0.7 * truth.area
+
+    (tmp_path / "quarter.toml").write_text(_QUARTER.format(model="models/missing.pkl"))
+    with pytest.raises(ConfigError, match=r"\[detect\] model: model .*missing.pkl does not exist"):
+        batch.changes(load_config(tmp_path / "quarter.toml"))
