@@ -127,6 +127,36 @@ def detect_changes(
         Malformed scenes, epochs of different shapes or a degenerate transform.
     """
     labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
+    return objects_result(
+        labels, keep, stats, transform=transform, params=params, qa=_qa(pairs, cues)
+    )
+
+
+def objects_result(
+    labels: np.ndarray,
+    keep: np.ndarray,
+    stats: dict[str, np.ndarray],
+    *,
+    transform: Affine,
+    params: DetectParams,
+    qa: dict[str, Any],
+) -> TileResult:
+    """Assemble the :class:`TileResult` of the kept objects of a labelled tile.
+
+    Parameters
+    ----------
+    labels : ndarray of int32, shape (h, w)
+        Object labels (0 = none).
+    keep : ndarray of int
+        1-based ids of the objects to report (see :func:`kept_objects`).
+    stats : dict of ndarray
+        Per-object statistics from :func:`detect.objects.object_stats`, indexed by id - 1.
+    transform : Affine, keyword-only
+        Pixel to CRS transform of the tile.
+    params : DetectParams, keyword-only
+    qa : dict, keyword-only
+        The tile's QA figures, passed through.
+    """
     pixel_area = abs(transform.determinant)
     kept = {name: values[keep - 1] for name, values in stats.items()}
     xs, ys = transform @ (kept["col"], kept["row"])
@@ -140,8 +170,28 @@ def detect_changes(
         x=np.asarray(xs, np.float64),
         y=np.asarray(ys, np.float64),
         cues={column: kept[name] for name, column in _CUE_COLUMNS.items()},
-        qa=_qa(pairs, cues),
+        qa=qa,
     )
+
+
+def kept_objects(
+    labels: np.ndarray,
+    n: int,
+    cues: Cues,
+    *,
+    pixel_size: float,
+    params: DetectParams,
+    core: tuple[slice, slice] | None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-object statistics and the 1-based ids of the objects that are large enough and,
+    when ``core`` is given, whose centroid lies in the core (the ownership rule)."""
+    stats = object_stats(labels, n, cues, pixel_size=pixel_size)
+    keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
+    if core is not None:
+        rows, cols = (range(*s.indices(size)) for s, size in zip(core, labels.shape, strict=True))
+        keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
+        keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
+    return np.flatnonzero(keep) + 1, stats
 
 
 def change_mask(
@@ -222,13 +272,8 @@ def _detect(
         )
     else:
         labels, n = np.zeros(shape, np.int32), 0
-    stats = object_stats(labels, n, cues, pixel_size=pixel_size)
-    keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
-    if core is not None:
-        rows, cols = (range(*s.indices(size)) for s, size in zip(core, shape, strict=True))
-        keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
-        keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
-    return labels, np.flatnonzero(keep) + 1, stats, cues, pairs
+    keep, stats = kept_objects(labels, n, cues, pixel_size=pixel_size, params=params, core=core)
+    return labels, keep, stats, cues, pairs
 
 
 def _pixel_size(transform: Affine) -> float:

@@ -41,8 +41,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from errors import InputError
 
 from .align import apply_shift, measure_shift
-from .core import TileResult, cue_maps
-from .objects import classify, object_stats, polygons
+from .core import TileResult, cue_maps, kept_objects, objects_result
 from .params import DetectParams
 from .scene import Layer, Scene, check_pair, layers
 
@@ -470,39 +469,14 @@ def detect_changes_learned(
     cues = cue_maps(before, after, pixel_size=pixel_size, params=params)
     cues = replace(cues, score=np.where(cues.valid, change, 0.0).astype(np.float32))
     labels, n = _segment(cues.score, model, pixel_size)
-    stats = object_stats(labels, n, cues, pixel_size=pixel_size)
-    keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
-    if core is not None:
-        rows, cols = (range(*s.indices(size)) for s, size in zip(core, labels.shape, strict=True))
-        keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
-        keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
-    ids = np.flatnonzero(keep) + 1
-    kept = {name: values[keep] for name, values in stats.items()}
-    xs, ys = transform @ (kept["col"], kept["row"])
-    covered = kept["height_cover"] >= 0.5
+    keep, stats = kept_objects(labels, n, cues, pixel_size=pixel_size, params=params, core=core)
     compared = int(cues.valid.sum())
-    return TileResult(
-        geometry=polygons(labels, ids, transform=transform),
-        area_m2=kept["pixels"] * pixel_size**2,
-        score=kept["score"],
-        change_type=classify(kept, params=params),
-        height_gain_m=np.where(covered, kept["height_change"], np.nan),
-        x=np.asarray(xs, np.float64),
-        y=np.asarray(ys, np.float64),
-        cues={
-            "spectral_z": kept["spectral"],
-            "structure_change": kept["structure"],
-            "vegetation_before": kept["vegetation_before"],
-            "vegetation_after": kept["vegetation_after"],
-        },
-        qa={
-            "scorer": "learned",
-            "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
-            "cloud_fraction": float(
-                cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)
-            ),
-        },
-    )
+    qa = {
+        "scorer": "learned",
+        "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
+        "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
+    }
+    return objects_result(labels, keep, stats, transform=transform, params=params, qa=qa)
 
 
 def _prepare(
