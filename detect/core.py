@@ -18,7 +18,7 @@ from affine import Affine
 from errors import InputError
 
 from .cues import Cues, compute_cues
-from .objects import classify, object_stats, polygons, segment
+from .objects import classify, object_stats, outline, polygons, segment
 from .pairs import Pair, prepare_pairs
 from .params import DetectParams
 from .scene import Scene, check_pair, layers
@@ -31,6 +31,7 @@ _CUE_COLUMNS = {
     "structure": "structure_change",
     "vegetation_before": "vegetation_before",
     "vegetation_after": "vegetation_after",
+    "water": "water_share",
 }
 
 
@@ -55,7 +56,13 @@ class TileResult:
         Centroid in CRS coordinates.
     cues : dict of str to ndarray of float64, shape (k,)
         Per-object cue means: ``spectral_z``, ``structure_change``, ``vegetation_before``,
-        ``vegetation_after`` (vegetated shares).
+        ``vegetation_after`` (vegetated shares), ``water_share`` (share of a ring around it on
+        open water in both epochs: a change ringed by water lies in water).
+    cloud : shapely.MultiPolygon
+        Where cloud, haze or a cloud shadow kept the whole haloed tile from being compared
+        (empty if nowhere), in the CRS of the transform; the batch joins these over tiles, so
+        that a suspect one tile's halo saw too little of a cloud to recognise is still known
+        to lie in a neighbour's cloud.
     qa : dict of str to float, bool or str
         ``compared`` (layer pairs compared, comma separated), ``valid_fraction`` (share of the
         tile compared), ``cloud_fraction`` (share of the pixels valid in both epochs that
@@ -73,6 +80,7 @@ class TileResult:
     y: np.ndarray
     cues: dict[str, np.ndarray]
     qa: dict[str, Any]
+    cloud: shapely.MultiPolygon = shapely.MultiPolygon()
 
     def __len__(self) -> int:
         return len(self.geometry)
@@ -128,7 +136,8 @@ def detect_changes(
     """
     labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
     return objects_result(
-        labels, keep, stats, transform=transform, params=params, qa=_qa(pairs, cues)
+        labels, keep, stats, cloud=cues.cloud, transform=transform, params=params,
+        qa=_qa(pairs, cues),
     )
 
 
@@ -137,6 +146,7 @@ def objects_result(
     keep: np.ndarray,
     stats: dict[str, np.ndarray],
     *,
+    cloud: np.ndarray,
     transform: Affine,
     params: DetectParams,
     qa: dict[str, Any],
@@ -151,6 +161,8 @@ def objects_result(
         1-based ids of the objects to report (see :func:`kept_objects`).
     stats : dict of ndarray
         Per-object statistics from :func:`detect.objects.object_stats`, indexed by id - 1.
+    cloud : ndarray of bool, shape (h, w), keyword-only
+        The tile's cloud mask (:attr:`Cues.cloud`), outlined into ``TileResult.cloud``.
     transform : Affine, keyword-only
         Pixel to CRS transform of the tile.
     params : DetectParams, keyword-only
@@ -171,6 +183,7 @@ def objects_result(
         y=np.asarray(ys, np.float64),
         cues={column: kept[name] for name, column in _CUE_COLUMNS.items()},
         qa=qa,
+        cloud=outline(cloud, transform=transform),
     )
 
 

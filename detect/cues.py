@@ -10,6 +10,8 @@ Cues (all (h, w) maps on the tile):
 * **shadows** - in shadow in one epoch only (see :mod:`detect.nuisance`): not change
   themselves, but a new shadow beside a change marks a new building;
 * **structure** - change of local edge density, reported per object;
+* **water** - open water (NDWI) in both epochs: change there (boats, floating things, a water
+  level) is not construction, and a change ringed by it lies in water;
 * **nuisance** - where optical change does not count: seasonal vegetation, water in both
   epochs, shadows. Clouds, haze and cloud shadows are not compared at all (see
   :mod:`detect.pairs`).
@@ -66,6 +68,8 @@ class Cues:
         Shadow in that epoch only (see :mod:`detect.nuisance`).
     cloud : ndarray of bool
         Cloud, haze or cloud shadow in either epoch.
+    water : ndarray of bool
+        Open water in both epochs (all False without green and near-infrared bands).
     nuisance : ndarray of bool
         Optical change here is seasonal vegetation, water or shadow.
     score : ndarray of float32
@@ -86,6 +90,7 @@ class Cues:
     shadow_before: np.ndarray
     shadow_after: np.ndarray
     cloud: np.ndarray
+    water: np.ndarray
     nuisance: np.ndarray
     score: np.ndarray
     strength: np.ndarray
@@ -124,7 +129,7 @@ class _Optical(NamedTuple):
     spectral: np.ndarray
     structure: np.ndarray
     vegetation: tuple[np.ndarray, np.ndarray, str] | None
-    water: np.ndarray
+    water: np.ndarray  # in both epochs
     shadow_before: np.ndarray
     shadow_after: np.ndarray
 
@@ -172,12 +177,13 @@ def compute_cues(
     spectral = np.zeros(shape, np.float32)
     structure = np.zeros(shape, np.float32)
     nuisance = np.zeros(shape, bool)
+    water = np.zeros(shape, bool)
     shadow_before, shadow_after = np.zeros(shape, bool), np.zeros(shape, bool)
     for o in optical:
         count += o.valid
         spectral += np.where(o.valid, o.spectral, 0.0)
         structure += np.where(o.valid, o.structure, 0.0)
-        nuisance |= o.water
+        water |= o.water
         shadow_before |= o.shadow_before
         shadow_after |= o.shadow_after
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -185,7 +191,7 @@ def compute_cues(
         structure = np.where(count > 0, structure / count, 0.0).astype(np.float32)
     indexes = sorted((o.vegetation for o in optical if o.vegetation), key=lambda v: v[2] != "ndvi")
     veg_before, veg_after = indexes[0][:2] if indexes else (np.zeros(shape, bool),) * 2
-    nuisance |= (veg_before & veg_after) | shadow_before | shadow_after
+    nuisance |= water | (veg_before & veg_after) | shadow_before | shadow_after
     valid = (count > 0) | np.isfinite(height)
     score, strength = _fuse(spectral, structure, height, veg_after, nuisance, params)
     return Cues(
@@ -199,6 +205,7 @@ def compute_cues(
         shadow_before=shadow_before,
         shadow_after=shadow_after,
         cloud=cloud,
+        water=water,
         nuisance=nuisance,
         score=np.where(valid, score, np.float32(0.0)),
         strength=np.where(valid, strength, np.float32(0.0)),

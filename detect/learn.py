@@ -476,7 +476,9 @@ def detect_changes_learned(
         "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
         "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
     }
-    return objects_result(labels, keep, stats, transform=transform, params=params, qa=qa)
+    return objects_result(
+        labels, keep, stats, cloud=cues.cloud, transform=transform, params=params, qa=qa
+    )
 
 
 def _prepare(

@@ -11,9 +11,15 @@ They are recognised from how the *light* changed rather than the ground:
   are not change, but they tell which side of a change stands higher.
 * a **cloud** is brighter in every visible band than almost anything in the other epoch, and
   large. Around it, **haze** mixes the ground with the cloud's colour: ``cloudy = (1 - a) *
-  clear + a * white`` with the same opacity ``a`` in every band.
-* a **cloud shadow** is a large shadow (every band darkened by about the same factor); its
-  rim, where the factor fades towards 1, joins it.
+  clear + a * white`` with the same opacity ``a`` in every visible band (not in ``nir``, which
+  vegetation changes with the season). A cloud is soft: across its edge the opacity fades
+  gradually, where a new white roof goes from its own colour to unchanged ground within a
+  pixel, so a bright patch counts as a cloud only when a good share of its edge zone is
+  partly opaque haze.
+* a **cloud shadow** has the cloud's own shape, moved away from it: where a cloud is found,
+  its shadow is the cloud moved by the offset under which the ground darkens most. Without a
+  cloud in view (it may lie beyond the tile), a large shadow (every band darkened by about the
+  same factor) is one. Either way its rim, where the factor fades towards 1, joins it.
 
 Ratios are taken on linear brightness: drone orthomosaics (sRGB-like, 0..255) are decoded with
 a 2.2 gamma, satellite DN are taken as linear.
@@ -43,8 +49,20 @@ _BRIGHTEST = 99.5
 #: Haze: smallest opacity, and the largest spread of the bands' opacities (plus a share of it).
 _HAZE_MIN = 0.03
 _HAZE_SPREAD = (0.04, 0.25)
+#: A cloud's edge zone, this far (m) either side of its core's outline, is at least this share
+#: partly opaque haze: opacity in _SOFT_OPACITY, the core's brightest colour being opaque.
+_SOFT_EDGE_M = 6.0
+_SOFT_SHARE = 0.4
+_SOFT_OPACITY = (0.05, 0.8)
+#: A cloud's shadow: at least _CAST_SEEN of the moved cloud on valid pixels, _CAST_HITS of
+#: those darkened, and by _CAST_DARK on average.
+_CAST_SEEN = 0.5
+_CAST_HITS = 0.6
+_CAST_DARK = 0.1
 #: Rim of a cloud shadow: every band darkened by at least this factor.
 _RIM = 0.96
+#: Gaps (cells) a rim may have and still join its cloud or cloud shadow.
+_GAP = 2
 #: Haze and rims are looked for this many core radii around a cloud or cloud shadow.
 _REACH = 2.0
 #: Margin (m) added around a cloud and its shadow.
@@ -155,11 +173,18 @@ def cloud_mask(
         core = _large(_brighter_than_all(cloudy[visible], clear[visible], valid), min_px)
         if core.any():
             gamma = ratios.gamma
-            haze = _haze(_linear(cloudy, gamma), _linear(clear, gamma), core, valid)
-            cloud |= core | (_near(core) & haze)
+            seen = _linear(cloudy[visible], gamma), _linear(clear[visible], gamma)
+            haze = _haze(*seen, core, valid)
+            core = _soft(core, *seen, valid, pixel_size)
+        if core.any():
+            body = _joined(core, _near(core) & haze)
+            darkened = ratio < np.log(_RIM)  # every band darker
+            cast = _cast_shadow(body, np.where(body, 0.0, np.maximum(-ratio, 0.0)), valid)
+            cloud |= body | _joined(cast, _near(cast) & darkened)
         shade_core = _large(shade, min_px)
         if shade_core.any():
-            cloud |= shade_core | (_near(shade_core) & ratios.flat & (ratio < np.log(_RIM)))
+            rim = _near(shade_core) & ratios.flat & (ratio < np.log(_RIM))
+            cloud |= _joined(shade_core, rim)
     if cloud.any():
         cloud = ndi.binary_fill_holes(cloud)
         cloud = ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size
@@ -241,6 +266,96 @@ def _haze(cloudy: np.ndarray, clear: np.ndarray, core: np.ndarray, valid: np.nda
     mean = opacity.mean(axis=0)
     spread = opacity.max(axis=0) - opacity.min(axis=0)
     return valid & (mean >= _HAZE_MIN) & (spread <= _HAZE_SPREAD[0] + _HAZE_SPREAD[1] * mean)
+
+
+def _cast_shadow(body: np.ndarray, darkness: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Where ``body`` (a cloud) casts its shadow: the cloud's own shape, moved by the offset
+    under which most of the ground it covers darkened by at least ``1 - _RIM`` (one offset
+    for every cloud in view: one sun, one cloud height).
+
+    Counting darkened pixels, rather than summing how dark they got, makes a faint shadow of
+    the cloud's size outweigh a small, very dark patch (a new dark roof). The moved cloud must
+    cover valid pixels for at least ``_CAST_SEEN`` of its size, ``_CAST_HITS`` of them
+    darkened and the mean darkening at least ``_CAST_DARK``; else the shadow is not in view
+    (or not told apart) and nothing is returned. The counts under every offset at once are
+    cross-correlations, taken with FFTs on arrays padded to twice the size (nothing wraps).
+
+    Parameters
+    ----------
+    body : ndarray of bool, shape (h, w)
+    darkness : ndarray of float, shape (h, w)
+        How much every band darkened (minus the largest log ratio over bands, >= 0; 0 on
+        the cloud). Not only where the bands darkened alike: the shape does the telling.
+    valid : ndarray of bool, shape (h, w)
+    """
+    h, w = body.shape
+    shape = (2 * h, 2 * w)
+    spectrum = np.conj(np.fft.rfft2(body.astype(np.float32), shape))
+
+    def correlate(image: np.ndarray) -> np.ndarray:
+        # out[dr, dc] = sum over x of body[x] * image[x + (dr, dc)], offsets wrapped mod shape
+        return np.fft.irfft2(np.fft.rfft2(image.astype(np.float32), shape) * spectrum, shape)
+
+    darkened = valid & (darkness > -np.log(_RIM))
+    hits = correlate(darkened)
+    hits[0, 0] = 0.0
+    best = np.unravel_index(int(np.argmax(hits)), shape)
+    seen = float(correlate(valid)[best])
+    dark = float(correlate(np.where(valid, darkness, 0.0))[best])
+    if (
+        seen < _CAST_SEEN * float(body.sum())
+        or hits[best] < _CAST_HITS * seen
+        or dark < -np.log(1.0 - _CAST_DARK) * seen
+    ):
+        return np.zeros(body.shape, bool)
+    dr, dc = (int(d) if d < n else int(d) - 2 * n for d, n in zip(best, (h, w), strict=True))
+    cast = np.zeros(body.shape, bool)
+    rows, cols = np.nonzero(body)
+    rows, cols = rows + dr, cols + dc
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    cast[rows[inside], cols[inside]] = True
+    return cast & ~body
+
+
+def _soft(
+    core: np.ndarray, cloudy: np.ndarray, clear: np.ndarray, valid: np.ndarray, pixel_size: float
+) -> np.ndarray:
+    """The connected parts of ``core`` whose edge zone (``_SOFT_EDGE_M`` either side of the
+    outline, valid pixels) is at least ``_SOFT_SHARE`` partly opaque haze: every band mixing
+    the clear ground with the core's brightest colour (90th percentile) by one opacity, in
+    ``_SOFT_OPACITY``."""
+    white = np.array([np.percentile(band[core], 90) for band in cloudy])[:, None, None]
+    span = white - clear
+    with np.errstate(invalid="ignore", divide="ignore"):
+        opacity = np.where(span > 0, (cloudy - clear) / span, np.nan)
+    mean = opacity.mean(axis=0)
+    spread = opacity.max(axis=0) - opacity.min(axis=0)
+    low, high = _SOFT_OPACITY
+    partial = (mean >= low) & (mean <= high) & (spread <= _HAZE_SPREAD[0] + _HAZE_SPREAD[1] * mean)
+    labels, n = ndi.label(core)
+    outside, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    inside = ndi.distance_transform_edt(labels > 0)
+    reach = _SOFT_EDGE_M / pixel_size
+    zone = valid & (outside <= reach) & (inside <= reach)
+    owner = labels[rows[zone], cols[zone]]
+    total = np.bincount(owner, minlength=n + 1)
+    soft = np.bincount(owner, weights=partial[zone], minlength=n + 1)
+    keep = soft >= _SOFT_SHARE * np.maximum(total, 1)
+    keep[0] = False
+    return keep[labels]
+
+
+def _joined(core: np.ndarray, around: np.ndarray) -> np.ndarray:
+    """``core`` and the parts of ``around`` connected to it across gaps of up to
+    ``_GAP`` cells (a fading rim is speckled)."""
+    if not core.any():
+        return core
+    either = core | around
+    labels, n = ndi.label(ndi.binary_dilation(either, iterations=_GAP))
+    touching = np.zeros(n + 1, bool)
+    touching[labels[core]] = True
+    touching[0] = False
+    return either & touching[labels]
 
 
 def _near(core: np.ndarray) -> np.ndarray:

@@ -20,7 +20,15 @@ from skimage.morphology import disk
 from .cues import Cues
 from .params import DetectParams
 
-__all__ = ["CHANGE_TYPES", "ChangeType", "classify", "object_stats", "polygons", "segment"]
+__all__ = [
+    "CHANGE_TYPES",
+    "ChangeType",
+    "classify",
+    "object_stats",
+    "outline",
+    "polygons",
+    "segment",
+]
 
 ChangeType = Literal["new_building", "extension", "demolition", "land_clearing", "other"]
 CHANGE_TYPES: tuple[ChangeType, ...] = (
@@ -120,7 +128,8 @@ def object_stats(
         ``vegetation_before`` and ``vegetation_after`` (shares), ``height_cover`` (share with
         a height change), ``height_change`` (mean over covered pixels, m; NaN if none).
         Over a ring ``_RING_M`` wide around it: ``shadow_before`` and ``shadow_after``
-        (shares in shadow in that epoch only) and ``raised_neighbours`` (share that stood
+        (shares in shadow in that epoch only), ``water`` (share on open water in both epochs)
+        and ``raised_neighbours`` (share that stood
         ``_RAISED_M`` above the object before and still stands; NaN without DSMs).
     """
     at = np.flatnonzero(labels.ravel())
@@ -146,6 +155,7 @@ def object_stats(
     ring_ids = grown.ravel()[ring]
     stats["shadow_before"] = _mean(ring_ids, n, cues.shadow_before.ravel()[ring])
     stats["shadow_after"] = _mean(ring_ids, n, cues.shadow_after.ravel()[ring])
+    stats["water"] = _mean(ring_ids, n, cues.water.ravel()[ring])
     if np.isfinite(cues.height_before).any():
         own = np.nan_to_num(_mean(ids, n, np.nan_to_num(cues.height_before.ravel()[at])))
         before = cues.height_before.ravel()[ring]
@@ -231,6 +241,22 @@ def polygons(labels: np.ndarray, ids: np.ndarray, *, transform: Affine) -> list[
         polygon = parts[0] if len(parts) == 1 else shapely.union_all(parts)
         out.append(polygon.simplify(tolerance, preserve_topology=True))
     return out
+
+
+def outline(mask: np.ndarray, *, transform: Affine) -> shapely.MultiPolygon:
+    """The pixels of ``mask`` as one MultiPolygon in CRS coordinates (empty if none),
+    simplified by half a pixel (topology kept)."""
+    if not mask.any():
+        return shapely.MultiPolygon()
+    parts = [
+        shapely.geometry.shape(geom)
+        for geom, _ in rasterio.features.shapes(
+            mask.astype(np.uint8), mask=mask, transform=transform
+        )
+    ]
+    merged = shapely.union_all(parts).simplify(_SIMPLIFY_PX * abs(transform.a), preserve_topology=True)
+    polygons = shapely.get_parts(merged)
+    return shapely.MultiPolygon([p for p in polygons if isinstance(p, shapely.Polygon)])
 
 
 def _region_quantile(regions: np.ndarray, n: int, values: np.ndarray, q: float) -> np.ndarray:

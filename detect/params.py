@@ -49,7 +49,8 @@ class DetectParams:
         A pixel whose every band darkened to at most this share (on linear brightness) fell
         into shadow; the inverse brightening left one.
     cloud_min_area_m2 : float
-        Smallest cloud or cloud shadow (m²); smaller bright or dark patches are objects.
+        Smallest cloud or cloud shadow core (m²); smaller bright or dark patches are objects
+        (a bright patch is a cloud only when haze rims it, see :mod:`detect.nuisance`).
     score_low, score_high : float
         Hysteresis thresholds on the fused 0..1 score: objects grow over pixels above
         ``score_low`` from seeds above ``score_high``.
@@ -73,7 +74,7 @@ class DetectParams:
     vegetation_ndvi: float = 0.3
     vegetation_greenness: float = 0.06
     shadow_ratio: float = 0.55
-    cloud_min_area_m2: float = 2500.0
+    cloud_min_area_m2: float = 500.0
     score_low: float = 0.3
     score_high: float = 0.6
     outline_share: float = 0.2

@@ -91,6 +91,8 @@ def worklists(
         permit_overlap=config.tasks.permit_overlap,
         key_case_area_m2=config.tasks.key_case_area_m2,
         key_case_repeats=config.tasks.key_case_repeats,
+        cloud_overlap=config.tasks.cloud_overlap,
+        water_share=config.tasks.water_share,
         deadline_days=config.tasks.deadline_days,
     )
     register_path = config.resolve(config.paths.register_path)
@@ -104,6 +106,7 @@ def worklists(
         earlier=earlier_tasks(
             read_register(register_path, missing_ok=True), quarter=config.quarter
         ),
+        clouds=change_set.clouds,
         issued_at=issued_at,
     )
     taskset = record_quarter(
@@ -131,6 +134,7 @@ def worklists(
         taskset=taskset,
         offices=offices,
         tiles=change_set.tiles,
+        clouds=change_set.clouds,
         lang=lang,
         chips=chips,
     )

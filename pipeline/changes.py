@@ -3,7 +3,9 @@
 Workers read a tile pair from the two epochs' tile stores, run :func:`detect.detect_changes` and
 return plain tables (geometry as WKB); the driver gathers them, merges the rare object that two
 tiles both reported, numbers the suspects and writes ``<work>/changes/<before>__<after>.gpkg``
-with layers ``suspects`` and ``tiles`` (footprint and QA per tile).
+with layers ``suspects``, ``tiles`` (footprint and QA per tile) and ``clouds`` (where cloud,
+haze or cloud shadow kept any tile, halo included, from comparing the epochs; one polygon per
+connected part).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -38,10 +41,12 @@ SUSPECT_COLUMNS = ["suspect_id", "tile", "change_type", "area_m2", "height_gain_
 
 @dataclass(frozen=True)
 class ChangeSet:
-    """What the changes stage produced: suspects and per-tile QA, both in the grid CRS."""
+    """What the changes stage produced, all in the grid CRS: suspects, per-tile QA and the
+    clouds (column ``area_m2``)."""
 
     suspects: gpd.GeoDataFrame
     tiles: gpd.GeoDataFrame
+    clouds: gpd.GeoDataFrame
 
 
 @dataclass(frozen=True)
@@ -123,10 +128,11 @@ def detect_quarter(
     results = list(executor.map(_detect_tile, todo, desc=f"changes {run.before}→{run.after}"))
     results += [(job, result) for job, result in done if result is not None]
     ordered = sorted(results, key=lambda pair: pair[0].tile)
-    suspects = _gather_suspects([r for _, (r, _) in ordered], grid)
-    tiles = _tiles_frame(grid, [(job, qa) for job, (_, qa) in ordered], before, after)
-    change_set = ChangeSet(suspects=suspects, tiles=tiles)
-    write_layers(changes_path(config), {"suspects": suspects, "tiles": tiles})
+    suspects = _gather_suspects([r for _, (r, _, _) in ordered], grid)
+    tiles = _tiles_frame(grid, [(job, qa) for job, (_, qa, _) in ordered], before, after)
+    clouds = _clouds([cloud for _, (_, _, cloud) in ordered], grid)
+    change_set = ChangeSet(suspects=suspects, tiles=tiles, clouds=clouds)
+    write_layers(changes_path(config), {"suspects": suspects, "tiles": tiles, "clouds": clouds})
     return change_set
 
 
@@ -135,9 +141,12 @@ def read_changes(config: Config) -> ChangeSet:
     path = changes_path(config)
     if not path.exists():
         raise NoOverlapError(f"{path} does not exist; run `tuban changes {config.file}` first")
-    return ChangeSet(
-        suspects=gpd.read_file(path, layer="suspects"), tiles=gpd.read_file(path, layer="tiles")
-    )
+    suspects = gpd.read_file(path, layer="suspects")
+    if "clouds" in set(pyogrio.list_layers(path)[:, 0]):
+        clouds = gpd.read_file(path, layer="clouds")
+    else:  # written before clouds were recorded
+        clouds = _clouds([], config.grid_spec)
+    return ChangeSet(suspects=suspects, tiles=gpd.read_file(path, layer="tiles"), clouds=clouds)
 
 
 def _files(index: EpochIndex, tile: str, work: Path) -> dict[str, str]:
@@ -199,22 +208,23 @@ def _pair_signature(before: dict, after: dict, params: DetectParams, model: str)
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
-def _finished(job: _PairJob) -> tuple[pd.DataFrame, dict] | None:
+def _finished(job: _PairJob) -> tuple[pd.DataFrame, dict, bytes] | None:
     """A tile's recorded result if it was made from the same inputs and parameters."""
     path = Path(job.result_path)
     if not path.exists():
         return None
     done = json.loads(path.read_text(encoding="utf-8"))
-    if done.get("signature") != job.signature:
+    if done.get("signature") != job.signature or "cloud" not in done:
         return None
     table = pd.DataFrame(done["objects"])
     if len(table):
         table["geometry"] = table["geometry"].map(bytes.fromhex)
-    return table, done["qa"]
+    return table, done["qa"], bytes.fromhex(done["cloud"])
 
 
-def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
-    """Worker: detect on one tile pair; record and return its objects (WKB) and its QA."""
+def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict, bytes]:
+    """Worker: detect on one tile pair; record and return its objects (WKB), its QA and
+    its cloud outline (WKB)."""
     before, after = _scene(job.before), _scene(job.after)
     transform, core = job.grid.transform(job.tile, halo=True), job.grid.core_slices()
     if job.model is None:
@@ -228,12 +238,18 @@ def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict]:
         table["geometry"] = shapely.to_wkb(np.asarray(table["geometry"]))
     table.insert(0, "tile", job.tile.name)
     qa = {k: _plain(v) for k, v in result.qa.items()}
+    cloud = shapely.to_wkb(result.cloud)
     objects = table.assign(geometry=table["geometry"].map(bytes.hex)) if len(table) else table
     write_json(
         job.result_path,
-        {"signature": job.signature, "qa": qa, "objects": objects.to_dict(orient="records")},
+        {
+            "signature": job.signature,
+            "qa": qa,
+            "objects": objects.to_dict(orient="records"),
+            "cloud": cloud.hex(),
+        },
     )
-    return table, qa
+    return table, qa, cloud
 
 
 def _plain(value):
@@ -261,6 +277,16 @@ def _gather_suspects(tables: list[pd.DataFrame], grid: Grid) -> gpd.GeoDataFrame
     )
     extra = [c for c in gdf.columns if c not in SUSPECT_COLUMNS and c != "geometry"]
     return gdf[SUSPECT_COLUMNS + extra + ["geometry"]].reset_index(drop=True)
+
+
+def _clouds(outlines: list[bytes], grid: Grid) -> gpd.GeoDataFrame:
+    """The tiles' cloud outlines joined, one polygon per connected part."""
+    whole = shapely.union_all(shapely.from_wkb(outlines)) if outlines else shapely.Polygon()
+    parts = [p for p in shapely.get_parts(whole) if not p.is_empty]
+    return gpd.GeoDataFrame(
+        {"area_m2": pd.Series(shapely.area(parts), dtype="float64")},
+        geometry=gpd.GeoSeries(parts, crs=grid.rio_crs),
+    )
 
 
 def _merge_seam_duplicates(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -96,6 +96,8 @@ class TasksConfig(_Model):
     permit_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
     key_case_area_m2: Annotated[float, Field(gt=0)] = 1000.0
     key_case_repeats: Annotated[int, Field(ge=1)] = 1
+    cloud_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
+    water_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     deadline_days: Annotated[int, Field(ge=1)] = 60
 
 

@@ -78,6 +78,7 @@ _DESCRIPTIONS = {
     "offices": "街道办辖区 (street office areas)",
     "office": "本街道辖区 (this street office's area)",
     "tiles": "分析瓦片及质量检查 (analysis tiles with quality checks)",
+    "clouds": "云、薄雾及云影遮挡区，未比对 (cloud, haze and cloud shadow: not compared)",
 }
 _STYLES = {"office": "offices"}  # layer -> style file stem, where they differ
 _VALUE_MAPS = {
@@ -112,6 +113,7 @@ def write_quarter(
     taskset: TaskSet,
     offices: gpd.GeoDataFrame,
     tiles: gpd.GeoDataFrame,
+    clouds: gpd.GeoDataFrame | None = None,
     lang: Lang = "zh",
     chips: Mapping[str, Chip] | None = None,
 ) -> dict:
@@ -132,6 +134,9 @@ def write_quarter(
         with a header-only sheet when it has no task.
     tiles : geopandas.GeoDataFrame
         One row per analysis tile: footprint polygon and QA columns, written as they are.
+    clouds : geopandas.GeoDataFrame, optional
+        Where cloud, haze or cloud shadow kept the epochs from being compared; written as
+        layer ``clouds`` when given.
     lang : {"zh", "en"}
         Language of worklist headers and labels: Chinese, or the English field names and codes.
     chips : mapping, optional
@@ -157,6 +162,8 @@ def write_quarter(
         "offices": offices,
         "tiles": tiles.to_crs(crs),
     }
+    if clouds is not None:
+        layers["clouds"] = clouds.to_crs(crs)
     if not taskset.unassigned.empty:
         layers["unassigned"] = taskset.unassigned
     summary = _summary(quarter, suspects=suspects, taskset=taskset, offices=offices, tiles=tiles)

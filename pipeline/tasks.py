@@ -12,6 +12,12 @@ The rules, applied in this order (all thresholds in :class:`TaskRules`):
 
    * ``permit:<permit_id>``: at least ``permit_overlap`` of its area lies inside approved
      permits (the union of all of them); ``permit_id`` is the permit covering most of it;
+   * ``cloud``: at least ``cloud_overlap`` of its area lies where cloud, haze or a cloud
+     shadow kept some tile from comparing the epochs (``clouds``, joined over all tiles: a
+     tile whose halo held too little of a cloud to recognise it still learns of it from its
+     neighbour);
+   * ``water``: at least ``water_share`` of the ground around it is open water in both
+     epochs (``water_share`` column, from NDWI): boats, floating things, water levels;
    * ``below_min_area``: ``area_m2 < min_area_m2``;
    * ``demolition_observed:<task_id>``: it is a ``demolition`` linked to an earlier task
      verified illegal: evidence for closing that task, not a new task;
@@ -114,6 +120,11 @@ class TaskRules:
     link_overlap : float
         Share (0-1] of the smaller polygon's area from which a suspect and an earlier task
         are linked (the same place).
+    cloud_overlap : float
+        Share (0-1] of a suspect's area in ``clouds`` from which it is suppressed as ``cloud``.
+    water_share : float
+        Share (0-1] of the ring around a suspect on open water in both epochs from which it
+        is suppressed as ``water``.
     deadline_days : int
         Days (>= 1) from issue to ``due_at``, the date by which a task should be closed.
     """
@@ -126,6 +137,8 @@ class TaskRules:
     high_urgency: float = 0.6
     medium_urgency: float = 0.3
     link_overlap: float = 0.25
+    cloud_overlap: float = 0.5
+    water_share: float = 0.5
     deadline_days: int = 60
 
     def __post_init__(self) -> None:
@@ -137,6 +150,8 @@ class TaskRules:
             "key_case_repeats": self.key_case_repeats >= 1,
             "high_urgency": 0 <= self.medium_urgency <= self.high_urgency <= 1,
             "link_overlap": 0 < self.link_overlap <= 1,
+            "cloud_overlap": 0 < self.cloud_overlap <= 1,
+            "water_share": 0 < self.water_share <= 1,
             "deadline_days": self.deadline_days >= 1,
         }
         for name, ok in checks.items():
@@ -146,7 +161,7 @@ class TaskRules:
                     "min_area_m2 >= 0, 0 < permit_overlap <= 1, key_case_area_m2 > 1, "
                     "0 <= key_case_score <= 1, key_case_repeats >= 1, "
                     "0 <= medium_urgency <= high_urgency <= 1, 0 < link_overlap <= 1, "
-                    "deadline_days >= 1"
+                    "0 < cloud_overlap <= 1, 0 < water_share <= 1, deadline_days >= 1"
                 )
 
 
@@ -179,6 +194,7 @@ def build_tasks(
     permits: gpd.GeoDataFrame | None = None,
     rules: TaskRules = TaskRules(),
     earlier: gpd.GeoDataFrame | None = None,
+    clouds: gpd.GeoDataFrame | None = None,
     issued_at: datetime,
 ) -> TaskSet:
     """Split ``suspects`` into tasks per office, suppressed and unassigned (see module docs).
@@ -201,6 +217,9 @@ def build_tasks(
         Tasks issued in earlier quarters (from the register): columns :data:`EARLIER_FIELDS`
         (``result`` a code of :data:`pipeline.vocab.RESULTS` or missing, ``closed_at``
         missing while the task is open) and polygons in any CRS.
+    clouds : geopandas.GeoDataFrame, optional
+        Where cloud, haze or cloud shadow kept the epochs from being compared (polygons in
+        any CRS), as :attr:`pipeline.changes.ChangeSet.clouds`.
     issued_at : datetime.datetime
         Time zone aware issue time, stored in UTC (millisecond precision).
 
@@ -222,7 +241,7 @@ def build_tasks(
     i, j, pieces = _overlaps(geoms, offices.to_crs(crs).geometry.to_numpy())
     office = _largest(i, j, shapely.area(pieces), len(geoms))
     links = _links(suspects, _checked_earlier(earlier), rules=rules)
-    reason, prior = _suppression(suspects, permits, links, rules=rules)
+    reason, prior = _suppression(suspects, permits, clouds, links, rules=rules)
     suppressed = reason.notna().to_numpy()
     assigned = ~suppressed & (office >= 0)
     outside = ~suppressed & (office < 0)
@@ -357,6 +376,7 @@ def _links(
 def _suppression(
     suspects: gpd.GeoDataFrame,
     permits: gpd.GeoDataFrame | None,
+    clouds: gpd.GeoDataFrame | None,
     links: _Links,
     *,
     rules: TaskRules,
@@ -373,24 +393,40 @@ def _suppression(
         reason[linked] = np.char.add(f"{kind}:", task_ids[linked].astype(str))
         prior[linked] = task_ids[linked]
     small = suspects["area_m2"].to_numpy() < rules.min_area_m2
-    reason[small] = "below_min_area"
-    prior[small] = None
+    water = suspects.get("water_share", pd.Series(0.0, index=suspects.index))
+    clouded = _covered_share(suspects, clouds)[0] >= rules.cloud_overlap
+    for name, where in (
+        ("below_min_area", small),
+        ("water", water.fillna(0.0).to_numpy() >= rules.water_share),
+        ("cloud", clouded),
+    ):
+        reason[where] = name
+        prior[where] = None
     if permits is None or permits.empty:
         return reason, prior
+    share, (i, j, pieces) = _covered_share(suspects, permits)
+    permitted = share >= rules.permit_overlap
+    best = _largest(i, j, shapely.area(pieces), len(suspects))[permitted]
+    reason[permitted] = "permit:" + permits["permit_id"].to_numpy(dtype=object)[best]
+    prior[permitted] = None
+    return reason, prior
+
+
+def _covered_share(
+    suspects: gpd.GeoDataFrame, cover: gpd.GeoDataFrame | None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Share of each suspect's area inside the union of ``cover``'s polygons, and the
+    suspect-polygon overlaps (see :func:`_overlaps`)."""
     geoms = suspects.geometry.to_numpy()
-    permit_geoms = permits.to_crs(suspects.crs).geometry.to_numpy()
-    i, j, pieces = _overlaps(geoms, permit_geoms)
+    if cover is None or cover.empty:
+        return np.zeros(len(geoms)), (np.array([], int), np.array([], int), np.array([]))
+    i, j, pieces = _overlaps(geoms, cover.to_crs(suspects.crs).geometry.to_numpy())
     covered = np.zeros(len(geoms))
     if len(i):
         union = gpd.GeoDataFrame({"i": i}, geometry=pieces).dissolve("i")
         covered[union.index.to_numpy()] = union.area.to_numpy()
     area = shapely.area(geoms)
-    share = np.divide(covered, area, out=np.zeros_like(area), where=area > 0)
-    permitted = share >= rules.permit_overlap
-    best = _largest(i, j, shapely.area(pieces), len(geoms))[permitted]
-    reason[permitted] = "permit:" + permits["permit_id"].to_numpy(dtype=object)[best]
-    prior[permitted] = None
-    return reason, prior
+    return np.divide(covered, area, out=np.zeros_like(area), where=area > 0), (i, j, pieces)
 
 
 def _priority(

@@ -70,6 +70,8 @@ YES_NO: dict[str, str] = {"yes": "是", "no": "否"}
 REASONS: dict[str, str] = {
     "permit": "已有审批",
     "below_min_area": "面积过小",
+    "water": "位于水域",
+    "cloud": "云或云影遮挡",
     "persisting": "前期任务未办结",
     "demolition_observed": "违法建设已拆除",
 }
@@ -138,6 +140,7 @@ ALIASES: dict[str, str] = {
     "status": "状态",
     "last_seen": "最近发现季度",
     "demolition_observed": "监测到拆除季度",
+    "water_share": "水域占比",
 }
 """Chinese aliases of every field tuban writes to its layers (QGIS shows them as column names)."""
 

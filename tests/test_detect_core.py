@@ -238,6 +238,56 @@ def test_cloud_with_haze_and_its_shadow_is_not_change():
     assert result.qa["cloud_fraction"] > 0.2
 
 
+def test_a_small_cloud_and_its_faint_shadow_are_not_change_and_are_outlined():
+    # The cloud's core (~1000 m²) is below what a lone bright patch needs to be a cloud by
+    # size alone, and its shadow darkens the ground by at most 30 %: not a shadow by itself.
+    # The cloud is known by its hazy rim, its shadow by having the cloud's shape nearby.
+    shape = (400, 400)
+    town = _town(shape)
+    rows, cols = np.mgrid[: shape[0], : shape[1]] * PX
+    cloud = np.clip((1 - np.hypot(rows - 140, cols - 60) / 30) / 0.5, 0, 1) ** 1.5
+    shadow = np.clip((1 - np.hypot(rows - 60, cols - 140) / 30) / 0.5, 0, 1) ** 1.5
+    white = np.array([4300.0, 4400.0, 4500.0, 4800.0])[:, None, None]
+    cloudy = town * (1 - 0.3 * shadow)
+    cloudy = cloudy * (1 - cloud) + white * cloud
+
+    result = detect_changes(_sat(town, 1), _sat(cloudy, 2), transform=_transform())
+
+    assert len(result) == 0, result.to_records()
+    for row, col in ((140, 60), (60, 140)):  # the cloud's and the shadow's centres, m
+        assert result.cloud.contains(shapely.Point(520_000 + col, 2_520_000 - row))
+    assert not result.cloud.contains(shapely.Point(520_000 + 180, 2_520_000 - 180))
+
+
+def test_a_large_white_roof_with_sharp_edges_is_change_not_cloud():
+    shape = (240, 240)
+    ground = _ground(shape)
+    after = ground.copy()
+    after[:, 60:140, 70:150] = np.array([4300.0, 4400.0, 4500.0, 4800.0])[:, None, None]  # 1600 m²
+
+    result = detect_changes(_sat(ground, 1), _sat(after, 2), transform=_transform())
+
+    obj = _only(result)
+    assert obj["area_m2"] == pytest.approx(1600, rel=0.1)
+    assert result.qa["cloud_fraction"] == 0.0
+    assert result.cloud.is_empty
+
+
+def test_a_boat_on_a_lake_is_ringed_by_water_and_a_roof_on_land_is_not():
+    ground = _ground(SHAPE)
+    lake = np.array([420.0, 520.0, 300.0, 150.0])  # dark, NIR lowest: NDWI > 0.1
+    before = _paint(ground, slice(20, 172), slice(20, 100), lake)
+    after = _paint(before, slice(80, 110), slice(50, 66), RUBBLE)  # a boat, 15 m x 8 m
+    after = _paint(after, slice(80, 110), slice(130, 160), CLAY)  # a roof on land
+
+    result = detect_changes(_sat(before, 1), _sat(after, 2), transform=_transform())
+
+    assert len(result) == 2, result.to_records()
+    boat, roof = result.cues["water_share"][np.argsort(result.x)]  # west to east
+    assert boat > 0.9
+    assert roof == 0.0
+
+
 def test_nodata_edges_are_not_compared():
     town = _town()
     after = _dn(town, 2)

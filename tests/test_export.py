@@ -310,6 +310,8 @@ def test_summary(written):
         "by_reason": {
             "permit": 1,
             "below_min_area": 1,
+            "water": 0,
+            "cloud": 0,
             "persisting": 0,
             "demolition_observed": 0,
         },

@@ -132,6 +132,43 @@ def test_small_suspects_are_suppressed_and_permit_reason_wins():
     assert ts.tasks["suspect_id"].tolist() == ["ok"]
 
 
+def test_suspects_under_cloud_or_on_water_are_suppressed_and_permit_reason_wins():
+    s = suspects(
+        [
+            ("clouded", box(10, 10, 20, 20), "other", 0.9),  # 60 % under the cloud
+            ("cloud_edge", box(30, 10, 40, 20), "other", 0.9),  # 20 % under it
+            ("boat", box(10, 60, 20, 70), "other", 0.9),
+            ("clouded_permitted", box(60, 10, 70, 20), "new_building", 0.9),
+            ("ok", box(10, 80, 20, 90), "new_building", 0.9),
+        ]
+    )
+    s["water_share"] = [0.0, 0.0, 0.8, 0.0, 0.4]
+    clouds = gpd.GeoDataFrame(
+        {"area_m2": [0.0, 0.0]}, geometry=[box(14, 0, 32, 30), box(55, 0, 75, 30)], crs=GRID
+    ).to_crs("EPSG:4326")  # any CRS
+    p = permits([("P1", box(55, 5, 75, 25))])
+    ts = build_tasks(s, offices_ab(), quarter="Q", permits=p, clouds=clouds, issued_at=ISSUED)
+    reasons = dict(zip(ts.suppressed["suspect_id"], ts.suppressed["reason"], strict=True))
+    assert reasons == {"clouded": "cloud", "boat": "water", "clouded_permitted": "permit:P1"}
+    assert ts.tasks["suspect_id"].tolist() == ["ok", "cloud_edge"]
+    strict = build_tasks(
+        s,
+        offices_ab(),
+        quarter="Q",
+        clouds=clouds,
+        rules=TaskRules(cloud_overlap=0.1, water_share=0.3),
+        issued_at=ISSUED,
+    )
+    assert set(strict.tasks["suspect_id"]) == set()
+    assert dict(zip(strict.suppressed["suspect_id"], strict.suppressed["reason"], strict=True)) == {
+        "clouded": "cloud",
+        "cloud_edge": "cloud",
+        "boat": "water",
+        "clouded_permitted": "cloud",
+        "ok": "water",
+    }
+
+
 # --- offices -----------------------------------------------------------------------------------
 
 
