@@ -71,14 +71,22 @@ def quarter_inputs():
         geometry=[box(0, 0, 300, 100), box(300, 0, 600, 100)],
         crs=GRID,
     )
+    clouds = gpd.GeoDataFrame({"area_m2": [1500.0]}, geometry=[box(250, 50, 280, 100)], crs=GRID)
     taskset = build_tasks(
         suspects,
         offices,
         quarter=QUARTER,
         permits=permits,
+        clouds=clouds,
         issued_at=datetime(2024, 4, 1, 8, 30, tzinfo=UTC),
     )
-    return {"suspects": suspects, "taskset": taskset, "offices": offices, "tiles": tiles}
+    return {
+        "suspects": suspects,
+        "taskset": taskset,
+        "offices": offices,
+        "tiles": tiles,
+        "clouds": clouds,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +114,11 @@ def test_quarter_gpkg_layers_crs_and_version(written):
         "suppressed",
         "offices",
         "tiles",
+        "clouds",
         "unassigned",
         "layer_styles",
     }
-    for name in ("suspects", "tasks", "suppressed", "offices", "tiles", "unassigned"):
+    for name in ("suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"):
         assert pyogrio.read_info(path, layer=name)["crs"] == GRID
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
@@ -123,7 +132,7 @@ def test_quarter_gpkg_layers_crs_and_version(written):
         }
         issued = db.execute("SELECT DISTINCT issued_at FROM tasks").fetchall()
     assert "街道办辖区" in contents["offices"] and contents["tasks"]
-    assert indexed == {"suspects", "tasks", "suppressed", "offices", "tiles", "unassigned"}
+    assert indexed == {"suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"}
     assert issued == [("2024-04-01T08:30:00.000Z",)]
 
 
@@ -174,7 +183,9 @@ def test_layer_styles_are_qgis_defaults(written):
     ]
     assert kind == ("attributes",)
     styles = {name: (geom, qml, default) for name, geom, _, qml, default in rows}
-    assert set(styles) == {"suspects", "tasks", "suppressed", "offices", "tiles", "unassigned"}
+    assert set(styles) == {
+        "suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"
+    }
     for geom, qml, default in styles.values():
         assert geom == "geom" and default == 1
         assert ET.fromstring(qml).tag == "qgis"
@@ -458,7 +469,8 @@ def describe(path, name):
 
 app = QgsApplication([], False)
 app.initQgis()
-print(json.dumps({name: describe(sys.argv[1], name) for name in ("tasks", "suspects", "offices")}))
+names = ("tasks", "suspects", "offices", "clouds")
+print(json.dumps({name: describe(sys.argv[1], name) for name in names}))
 app.exitQgis()
 """
 
@@ -496,6 +508,7 @@ def test_qgis_applies_the_default_styles(written):
     tasks, suspects = layers["tasks"], layers["suspects"]
     assert all(layer["valid"] and layer["crs"] == GRID for layer in layers.values())
     assert suspects["renderer"] == "categorizedSymbol"
+    assert layers["clouds"]["renderer"] == "singleSymbol"
     assert tasks["renderer"] == "RuleRenderer"
     assert any('"status"' in rule for rule in tasks["rules"])
     assert any('"priority"' in rule for rule in tasks["rules"])
