@@ -32,7 +32,9 @@ def _executor_options(fn):
     fn = click.option(
         "--scheduler", metavar="ADDR", help="Address of a running Dask scheduler (tcp://host:8786)."
     )(fn)
-    fn = click.option("--workers", type=click.IntRange(min=1), help="Worker processes [all CPUs].")(fn)
+    fn = click.option("--workers", type=click.IntRange(min=1), help="Worker processes [all CPUs].")(
+        fn
+    )
     fn = click.option(
         "--executor",
         type=click.Choice(EXECUTORS),
@@ -51,7 +53,10 @@ def _executor(executor: str, workers: int | None, scheduler: str | None) -> Exec
 
 _config_arg = click.argument("config", type=click.Path(path_type=Path))
 _lang_option = click.option(
-    "--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default="zh",
+    show_default=True,
     help="Language of worklist headers and values.",
 )
 
@@ -63,17 +68,35 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
-              help="Folder for the synthetic quarter and its outputs.")
-@click.option("--size", type=click.IntRange(min=1024), default=4096, show_default=True,
-              help="Width and height of the area in 0.5 m pixels.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo_out"),
+    show_default=True,
+    help="Folder for the synthetic quarter and its outputs.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=1024),
+    default=4096,
+    show_default=True,
+    help="Width and height of the area in 0.5 m pixels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
-@click.option("--quarters", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="Quarters to write and run; 2 adds the epoch 2024Q3 and a second batch.")
-@click.option("--no-run", is_flag=True, help="Only write the synthetic quarter, do not run the batch.")
+@click.option(
+    "--quarters",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Quarters to write and run; 2 adds the epoch 2024Q3 and a second batch.",
+)
+@click.option(
+    "--no-run", is_flag=True, help="Only write the synthetic quarter, do not run the batch."
+)
 @_executor_options
-def demo(out: Path, size: int, seed: int, quarters: int, no_run: bool, executor, workers,
-         scheduler) -> None:
+def demo(
+    out: Path, size: int, seed: int, quarters: int, no_run: bool, executor, workers, scheduler
+) -> None:
     """Write synthetic quarters (imagery, offices, permits, truth) and run the batch on each."""
     from pipeline.demo import make_demo, score_quarter
 
@@ -106,8 +129,12 @@ def demo(out: Path, size: int, seed: int, quarters: int, no_run: bool, executor,
 @_lang_option
 def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
     """Run the quarterly batch: ingest both epochs, detect changes, write worklists."""
-    report = batch.run(load_config(config), executor=_executor(executor, workers, scheduler),
-                       lang=lang, resume=resume)
+    report = batch.run(
+        load_config(config),
+        executor=_executor(executor, workers, scheduler),
+        lang=lang,
+        resume=resume,
+    )
     _print_report(report)
 
 
@@ -217,14 +244,26 @@ def stats(register_path: Path, quarter: str | None, out: Path | None, lang: str)
 @main.command()
 @click.argument("before", type=click.Path(path_type=Path))
 @click.argument("after", type=click.Path(path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Mask to write: .png, or .tif on the input's grid.")
-@click.option("--model", type=click.Path(path_type=Path),
-              help="Model from `tuban train` [the unsupervised detector].")
-@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True),
-              help="Metres per pixel of images that do not carry their own [0.5].")
-def predict(before: Path, after: Path, out: Path, model: Path | None,
-            pixel_size: float | None) -> None:
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Mask to write: .png, or .tif on the input's grid.",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Model from `tuban train` [the unsupervised detector].",
+)
+@click.option(
+    "--pixel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Metres per pixel of images that do not carry their own [0.5].",
+)
+def predict(
+    before: Path, after: Path, out: Path, model: Path | None, pixel_size: float | None
+) -> None:
     """Write the change mask of an image pair: single band, 0/255, the input's size."""
     from pipeline.learn import predict as predict_pair
 
@@ -238,10 +277,16 @@ def predict(before: Path, after: Path, out: Path, model: Path | None,
 
 @main.command()
 @click.argument("pair_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Model file to write.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the pixel sampling and the classifier.")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(path_type=Path), help="Model file to write."
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the pixel sampling and the classifier.",
+)
 def train(pair_dirs: tuple[Path, ...], out: Path, seed: int) -> None:
     """Learn the change scorer from labelled pairs folders (A/, B/, label/, meta.toml)."""
     from pipeline.learn import train as train_model
@@ -256,8 +301,11 @@ def train(pair_dirs: tuple[Path, ...], out: Path, seed: int) -> None:
 
 @main.command()
 @click.argument("pair_dir", type=click.Path(path_type=Path))
-@click.option("--model", type=click.Path(path_type=Path),
-              help="Model from `tuban train` [the unsupervised detector].")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Model from `tuban train` [the unsupervised detector].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def evaluate(pair_dir: Path, model: Path | None, as_json: bool) -> None:
     """Score change masks of a labelled pairs folder: pixel P/R/F1/IoU, object P/R/F1."""

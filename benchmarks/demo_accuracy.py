@@ -46,18 +46,24 @@ def main() -> None:
         for kind, (found, planted) in sorted(s.found_by_kind.items()):
             print(f"{seed:>4} {kind:<14} {found:>5} {planted:>7} {found / max(planted, 1):>6.2f}")
     print()
-    print(f"{'seed':>4} {'recall':>6} {'precision':>9} {'tasks':>5} {'permitted issued':>16} "
-          f"{'make s':>6} {'run s':>6}")
+    print(
+        f"{'seed':>4} {'recall':>6} {'precision':>9} {'tasks':>5} {'permitted issued':>16} "
+        f"{'make s':>6} {'run s':>6}"
+    )
     for seed, s, t_make, t_run in rows:
-        print(f"{seed:>4} {s.recall:>6.3f} {s.precision:>9.3f} {s.tasks:>5} "
-              f"{s.permitted_issued:>6}/{s.permitted:<9} {t_make:>6.1f} {t_run:>6.1f}")
+        print(
+            f"{seed:>4} {s.recall:>6.3f} {s.precision:>9.3f} {s.tasks:>5} "
+            f"{s.permitted_issued:>6}/{s.permitted:<9} {t_make:>6.1f} {t_run:>6.1f}"
+        )
     recall = sum(s.found for _, s, _, _ in rows) / max(sum(s.planted for _, s, _, _ in rows), 1)
     correct = sum(s.correct for _, s, _, _ in rows)
     precision = correct / max(sum(s.tasks for _, s, _, _ in rows), 1)
     issued = sum(s.permitted_issued for _, s, _, _ in rows)
     print()
-    print(f"overall: recall {recall:.3f} (target >= 0.90), precision {precision:.3f} "
-          f"(target >= 0.80), permitted issued {issued} (target 0)")
+    print(
+        f"overall: recall {recall:.3f} (target >= 0.90), precision {precision:.3f} "
+        f"(target >= 0.80), permitted issued {issued} (target 0)"
+    )
 
 
 if __name__ == "__main__":

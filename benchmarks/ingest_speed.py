@@ -46,7 +46,8 @@ def plain_read(paths: list[Path]) -> tuple[float, float]:
 def joplin_config(root: Path) -> Path:
     gpd.GeoDataFrame(
         {"code": ["JP"], "name": ["Joplin"]},
-        geometry=[shapely.box(366_700, 4_103_300, 367_850, 4_104_240)], crs="EPSG:32615",
+        geometry=[shapely.box(366_700, 4_103_300, 367_850, 4_104_240)],
+        crs="EPSG:32615",
     ).to_file(root / "offices.gpkg")
     path = root / "quarter.toml"
     path.write_text(
@@ -94,8 +95,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096, help="Demo size in 0.5 m pixels.")
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
-    executor = Executor("serial" if args.workers == 1 else "processes", workers=args.workers,
-                        progress=False)
+    executor = Executor(
+        "serial" if args.workers == 1 else "processes", workers=args.workers, progress=False
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="tuban-ingest-") as tmp, executor:
         demo = make_demo(Path(tmp) / "demo", size=args.size)
@@ -105,13 +107,17 @@ def main() -> None:
             root.mkdir()
             rows += measure("joplin", joplin_config(root), executor)
     print(f"workers={args.workers}")
-    print(f"{'quarter':<10} {'epoch':<7} {'files':>5} {'src Mpx':>8} {'read s':>7} "
-          f"{'read Mpx/s':>10} {'grid Mpx':>8} {'ingest s':>8} {'ingest Mpx/s':>12} "
-          f"{'ingest/read':>11}")
+    print(
+        f"{'quarter':<10} {'epoch':<7} {'files':>5} {'src Mpx':>8} {'read s':>7} "
+        f"{'read Mpx/s':>10} {'grid Mpx':>8} {'ingest s':>8} {'ingest Mpx/s':>12} "
+        f"{'ingest/read':>11}"
+    )
     for name, epoch, n, src_mpx, t_read, out_mpx, t_ingest in rows:
-        print(f"{name:<10} {epoch:<7} {n:>5} {src_mpx:>8.1f} {t_read:>7.2f} "
-              f"{src_mpx / t_read:>10.1f} {out_mpx:>8.1f} {t_ingest:>8.2f} "
-              f"{out_mpx / t_ingest:>12.1f} {t_ingest / t_read:>11.2f}")
+        print(
+            f"{name:<10} {epoch:<7} {n:>5} {src_mpx:>8.1f} {t_read:>7.2f} "
+            f"{src_mpx / t_read:>10.1f} {out_mpx:>8.1f} {t_ingest:>8.2f} "
+            f"{out_mpx / t_ingest:>12.1f} {t_ingest / t_read:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,19 @@ def make_quarter(root: Path, size: int, seed: int = 0) -> Path:
     heights = rng.integers(20, 70, n_buildings)
     widths = rng.integers(20, 70, n_buildings)
     profile = dict(
-        driver="GTiff", width=size, height=size, count=4, dtype="uint16", crs=CRS,
-        transform=Affine(RES, 0, X0, 0, -RES, Y0), tiled=True, blockxsize=512, blockysize=512,
-        compress="deflate", predictor=2, nodata=0,
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=4,
+        dtype="uint16",
+        crs=CRS,
+        transform=Affine(RES, 0, X0, 0, -RES, Y0),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        predictor=2,
+        nodata=0,
     )
     strip = 512
     for epoch, gain in (("A", 1.0), ("B", 1.08)):
@@ -66,8 +76,9 @@ def make_quarter(root: Path, size: int, seed: int = 0) -> Path:
                     data[b] = ground * level + rng.normal(0, 20, (h, size))
                 if epoch == "B":
                     hit = (rows < r0 + h) & (rows + heights > r0)
-                    for r, c, hh, ww in zip(rows[hit], cols[hit], heights[hit], widths[hit],
-                                            strict=True):
+                    for r, c, hh, ww in zip(
+                        rows[hit], cols[hit], heights[hit], widths[hit], strict=True
+                    ):
                         a, b_ = max(r - r0, 0), min(r + hh - r0, h)
                         data[:3, a:b_, c : c + ww] = 2600
                         data[3, a:b_, c : c + ww] = 2300
@@ -76,7 +87,8 @@ def make_quarter(root: Path, size: int, seed: int = 0) -> Path:
     side = size * RES
     gpd.GeoDataFrame(
         {"code": ["AA"], "name": ["全域"]},
-        geometry=[shapely.box(X0, Y0 - side, X0 + side, Y0)], crs=CRS,
+        geometry=[shapely.box(X0, Y0 - side, X0 + side, Y0)],
+        crs=CRS,
     ).to_file(root / "offices.gpkg")
     bands = "bands = { blue = 1, green = 2, red = 3, nir = 4 }"
     config = root / "quarter.toml"
@@ -156,17 +168,36 @@ def gdal_chain(root: Path) -> dict[str, float]:
     for i in range(4):
         inputs += [f"-{letters[i]}", str(a), f"--{letters[i]}_band={i + 1}"]
         inputs += [f"-{letters[i + 4]}", str(b), f"--{letters[i + 4]}_band={i + 1}"]
-    magnitude = "+".join(
-        f"(1.0*{letters[i + 4]}-1.0*{letters[i]})**2" for i in range(4)
-    )
+    magnitude = "+".join(f"(1.0*{letters[i + 4]}-1.0*{letters[i]})**2" for i in range(4))
     steps = {
-        "gdal_calc": ["gdal_calc.py", *inputs, f"--calc=sqrt({magnitude})>600", "--type=Byte",
-                      "--NoDataValue=0", "--co=COMPRESS=DEFLATE", "--co=TILED=YES",
-                      f"--outfile={out / 'change.tif'}", "--quiet"],
-        "gdal_sieve": ["gdal_sieve.py", "-q", "-st", "80", "-8", str(out / "change.tif"),
-                       str(out / "sieved.tif")],
-        "gdal_polygonize": ["gdal_polygonize.py", "-q", "-f", "GPKG", str(out / "sieved.tif"),
-                            str(out / "change.gpkg")],
+        "gdal_calc": [
+            "gdal_calc.py",
+            *inputs,
+            f"--calc=sqrt({magnitude})>600",
+            "--type=Byte",
+            "--NoDataValue=0",
+            "--co=COMPRESS=DEFLATE",
+            "--co=TILED=YES",
+            f"--outfile={out / 'change.tif'}",
+            "--quiet",
+        ],
+        "gdal_sieve": [
+            "gdal_sieve.py",
+            "-q",
+            "-st",
+            "80",
+            "-8",
+            str(out / "change.tif"),
+            str(out / "sieved.tif"),
+        ],
+        "gdal_polygonize": [
+            "gdal_polygonize.py",
+            "-q",
+            "-f",
+            "GPKG",
+            str(out / "sieved.tif"),
+            str(out / "change.gpkg"),
+        ],
     }
     times = {}
     for name, cmd in steps.items():
@@ -199,30 +230,39 @@ def main() -> None:
     read_tiles = bare_decode(tile_files)
     gdal = None if args.no_gdal or shutil.which("gdal_calc.py") is None else gdal_chain(root)
 
-    print(f"quarter {args.size}x{args.size} px ({mpx:.0f} Mpx per epoch, 2 epochs, 4-band "
-          f"uint16 deflate); made in {made:.1f} s; {os.cpu_count()} CPUs")
-    print(f"bare decode of both epochs' sources: {decode:.2f} s "
-          f"({2 * mpx / decode:.1f} Mpx/s)")
+    print(
+        f"quarter {args.size}x{args.size} px ({mpx:.0f} Mpx per epoch, 2 epochs, 4-band "
+        f"uint16 deflate); made in {made:.1f} s; {os.cpu_count()} CPUs"
+    )
+    print(f"bare decode of both epochs' sources: {decode:.2f} s ({2 * mpx / decode:.1f} Mpx/s)")
     print(f"bare read of the ingested tiles:     {read_tiles:.2f} s ({len(tile_files)} files)")
     print()
-    print(f"{'workers':>7} {'ingest s':>8} {'changes s':>9} {'worklists s':>11} {'wall s':>7} "
-          f"{'peak RSS MiB':>12} {'run/decode':>10} {'changes/read':>12}")
+    print(
+        f"{'workers':>7} {'ingest s':>8} {'changes s':>9} {'worklists s':>11} {'wall s':>7} "
+        f"{'peak RSS MiB':>12} {'run/decode':>10} {'changes/read':>12}"
+    )
     for w, r in runs.items():
         t = r["timings"]
-        print(f"{w:>7} {t['ingest']:>8.2f} {t['changes']:>9.2f} {t['worklists']:>11.2f} "
-              f"{r['wall']:>7.2f} {r['rss_kib'] / 1024:>12.0f} {r['wall'] / decode:>10.2f} "
-              f"{t['changes'] / read_tiles:>12.2f}")
+        print(
+            f"{w:>7} {t['ingest']:>8.2f} {t['changes']:>9.2f} {t['worklists']:>11.2f} "
+            f"{r['wall']:>7.2f} {r['rss_kib'] / 1024:>12.0f} {r['wall'] / decode:>10.2f} "
+            f"{t['changes'] / read_tiles:>12.2f}"
+        )
     if len(runs) > 1:
         lo, hi = min(runs), max(runs)
-        print(f"\nspeed-up {lo} -> {hi} workers: {runs[lo]['wall'] / runs[hi]['wall']:.2f}x "
-              f"(target >= 1.6x)")
+        print(
+            f"\nspeed-up {lo} -> {hi} workers: {runs[lo]['wall'] / runs[hi]['wall']:.2f}x "
+            f"(target >= 1.6x)"
+        )
     if gdal is not None:
         total = sum(gdal.values())
         best = min(r["wall"] for r in runs.values())
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in gdal.items())
         print(f"GDAL chain: {total:.1f} s ({steps}); tuban run / GDAL chain = {best / total:.2f}")
-    print("\ntargets: run/decode <= 3, changes/read <= 1.5, faster than the GDAL chain, "
-          "peak RSS <= 1.5 GiB at 16384^2 and within 20 % of the 8192^2 figure")
+    print(
+        "\ntargets: run/decode <= 3, changes/read <= 1.5, faster than the GDAL chain, "
+        "peak RSS <= 1.5 GiB at 16384^2 and within 20 % of the 8192^2 figure"
+    )
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

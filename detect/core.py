@@ -136,7 +136,12 @@ def detect_changes(
     """
     labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
     return objects_result(
-        labels, keep, stats, cloud=cues.cloud, transform=transform, params=params,
+        labels,
+        keep,
+        stats,
+        cloud=cues.cloud,
+        transform=transform,
+        params=params,
         qa=_qa(pairs, cues),
     )
 

@@ -61,6 +61,9 @@ _CAST_HITS = 0.6
 _CAST_DARK = 0.1
 #: Rim of a cloud shadow: every band darkened by at least this factor.
 _RIM = 0.96
+#: A shadow with no cloud in view is a cloud's only from this many times the smallest cloud
+#: (a tall building's shadow can pass the smallest cloud's size).
+_LONE_SHADOW = 5.0
 #: Gaps (cells) a rim may have and still join its cloud or cloud shadow.
 _GAP = 2
 #: Haze and rims are looked for this many core radii around a cloud or cloud shadow.
@@ -149,7 +152,8 @@ def cloud_mask(
     shadow_ratio : float, keyword-only
         A shadow darkens every band to at most this share of its lit brightness.
     cloud_min_area_m2 : float, keyword-only
-        Smallest cloud (or cloud shadow) core; smaller bright or dark patches are objects.
+        Smallest cloud core; a shadow with no cloud in view must be ``_LONE_SHADOW`` times
+        larger.
 
     Returns
     -------
@@ -177,11 +181,11 @@ def cloud_mask(
             haze = _haze(*seen, core, valid)
             core = _soft(core, *seen, valid, pixel_size)
         if core.any():
-            body = _joined(core, _near(core) & haze)
+            body = core | (_near(core) & haze)
             darkened = ratio < np.log(_RIM)  # every band darker
             cast = _cast_shadow(body, np.where(body, 0.0, np.maximum(-ratio, 0.0)), valid)
             cloud |= body | _joined(cast, _near(cast) & darkened)
-        shade_core = _large(shade, min_px)
+        shade_core = _large(shade, _LONE_SHADOW * min_px)
         if shade_core.any():
             rim = _near(shade_core) & ratios.flat & (ratio < np.log(_RIM))
             cloud |= _joined(shade_core, rim)

@@ -254,7 +254,9 @@ def outline(mask: np.ndarray, *, transform: Affine) -> shapely.MultiPolygon:
             mask.astype(np.uint8), mask=mask, transform=transform
         )
     ]
-    merged = shapely.union_all(parts).simplify(_SIMPLIFY_PX * abs(transform.a), preserve_topology=True)
+    merged = shapely.union_all(parts).simplify(
+        _SIMPLIFY_PX * abs(transform.a), preserve_topology=True
+    )
     polygons = shapely.get_parts(merged)
     return shapely.MultiPolygon([p for p in polygons if isinstance(p, shapely.Polygon)])
 

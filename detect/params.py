@@ -49,8 +49,9 @@ class DetectParams:
         A pixel whose every band darkened to at most this share (on linear brightness) fell
         into shadow; the inverse brightening left one.
     cloud_min_area_m2 : float
-        Smallest cloud or cloud shadow core (m²); smaller bright or dark patches are objects
-        (a bright patch is a cloud only when haze rims it, see :mod:`detect.nuisance`).
+        Smallest cloud core (m²); smaller bright patches are objects, and so are shadows
+        smaller than five times it with no cloud in view (a bright patch is a cloud only when
+        its edge fades; see :mod:`detect.nuisance`).
     score_low, score_high : float
         Hysteresis thresholds on the fused 0..1 score: objects grow over pixels above
         ``score_low`` from seeds above ``score_high``.

@@ -55,9 +55,7 @@ def ingest(config: Config, epoch_id: str, *, executor: Executor | None = None) -
     return ingest_epoch(config, epoch_id, executor=executor or Executor())
 
 
-def changes(
-    config: Config, *, executor: Executor | None = None, resume: bool = False
-) -> ChangeSet:
+def changes(config: Config, *, executor: Executor | None = None, resume: bool = False) -> ChangeSet:
     """Stage 2: suspects for ``[run].before → [run].after`` from the two tile stores.
 
     With ``resume``, tiles finished by an earlier (interrupted) run are not detected again.
@@ -168,6 +166,11 @@ def run(
         unassigned=len(taskset.unassigned),
     )
     with _timed(report, "manifest"):
-        write_manifest(config, report.out_dir / "manifest.json", timings=report.timings,
-                       executor=executor, counts=report.counts)
+        write_manifest(
+            config,
+            report.out_dir / "manifest.json",
+            timings=report.timings,
+            executor=executor,
+            counts=report.counts,
+        )
     return report

@@ -20,8 +20,19 @@ from .executors import Executor
 
 __all__ = ["input_files", "write_manifest"]
 
-_LIBRARIES = ("tuban", "numpy", "scipy", "scikit-image", "scikit-learn", "rasterio", "pyproj",
-              "shapely", "geopandas", "pyogrio", "fiona")
+_LIBRARIES = (
+    "tuban",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "scikit-learn",
+    "rasterio",
+    "pyproj",
+    "shapely",
+    "geopandas",
+    "pyogrio",
+    "fiona",
+)
 
 
 def input_files(config: Config) -> list[Path]:

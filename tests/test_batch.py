@@ -34,7 +34,9 @@ def test_demo_writes_every_output(demo_run):
     with sqlite3.connect(q / "2024Q2.gpkg") as db:
         tables = {r[0] for r in db.execute("select table_name from gpkg_contents")}
         assert {"suspects", "tasks", "suppressed", "offices", "tiles", "clouds"} <= tables
-        styles = {r[0] for r in db.execute("select f_table_name from layer_styles where useAsDefault")}
+        styles = {
+            r[0] for r in db.execute("select f_table_name from layer_styles where useAsDefault")
+        }
         assert {"suspects", "tasks"} <= styles
     tasks = gpd.read_file(q / "2024Q2.gpkg", layer="tasks")
     assert tasks.crs.to_epsg() == 4547
@@ -93,8 +95,10 @@ def test_bad_offices_field_leaves_earlier_outputs_intact(demo_run, tmp_path):
     out, _ = demo_run
     q = out / "out" / "2024Q2"
     before = {p: p.read_bytes() for p in q.rglob("*") if p.is_file()}
-    text = (out / "quarter.toml").read_text(encoding="utf-8").replace(
-        'code_field = "code"', 'code_field = "office_id"'
+    text = (
+        (out / "quarter.toml")
+        .read_text(encoding="utf-8")
+        .replace('code_field = "code"', 'code_field = "office_id"')
     )
     bad = out / "bad.toml"
     bad.write_text(text, encoding="utf-8")

@@ -26,11 +26,15 @@ def test_missing_config_exits_2_with_one_line(tmp_path):
 @pytest.mark.parametrize(
     "toml, expected",
     [
-        ('[grid]\nresolution = 0.5\n[offices]\npath = "o.gpkg"\n[[epochs]]\nid = "A"\ndate = "x"\n',
-         "[grid] crs is missing"),
-        ('[grid]\ncrs = "EPSG:0"\nresolution = 0.5\n[offices]\npath = "o.gpkg"\n[[epochs]]\nid = "A"\n'
-         'date = "x"\n[[epochs.sources]]\nkind = "dsm"\npath = "d.tif"\n',
-         "is not a known CRS"),
+        (
+            '[grid]\nresolution = 0.5\n[offices]\npath = "o.gpkg"\n[[epochs]]\nid = "A"\ndate = "x"\n',
+            "[grid] crs is missing",
+        ),
+        (
+            '[grid]\ncrs = "EPSG:0"\nresolution = 0.5\n[offices]\npath = "o.gpkg"\n[[epochs]]\nid = "A"\n'
+            'date = "x"\n[[epochs.sources]]\nkind = "dsm"\npath = "d.tif"\n',
+            "is not a known CRS",
+        ),
     ],
 )
 def test_bad_config_exits_2(tmp_path, toml, expected):

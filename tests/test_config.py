@@ -57,15 +57,33 @@ def test_good_config_resolves_paths_relative_to_the_file(tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda s: s.replace('crs = "EPSG:4547"\n', ""), r"\[grid\] crs is missing; add e\.g\. crs = \"EPSG:4547\""),
-        (lambda s: s.replace('"EPSG:4547"', '"EPSG:12345678"'), r"\[grid\] crs = 'EPSG:12345678' is not a known CRS"),
+        (
+            lambda s: s.replace('crs = "EPSG:4547"\n', ""),
+            r"\[grid\] crs is missing; add e\.g\. crs = \"EPSG:4547\"",
+        ),
+        (
+            lambda s: s.replace('"EPSG:4547"', '"EPSG:12345678"'),
+            r"\[grid\] crs = 'EPSG:12345678' is not a known CRS",
+        ),
         (lambda s: s.replace('"EPSG:4547"', '"EPSG:4326"'), "not a projected CRS"),
         (lambda s: s.replace("resolution = 0.5", "resolution = -1"), r"\[grid\] resolution = -1"),
-        (lambda s: s.replace('kind = "satellite"\npath = "img', 'kind = "lidar"\npath = "img'), r"epoch '2024Q1' source 1 kind = 'lidar' is not allowed"),
-        (lambda s: s.replace('after = "2024Q2"', 'after = "2024Q3"'), r"\[run\] after = '2024Q3' is not an epoch"),
-        (lambda s: s.replace("tile_size = 512", "tile_size = 512\ntilesize = 3"), r"\[grid\] tilesize is not a known key"),
+        (
+            lambda s: s.replace('kind = "satellite"\npath = "img', 'kind = "lidar"\npath = "img'),
+            r"epoch '2024Q1' source 1 kind = 'lidar' is not allowed",
+        ),
+        (
+            lambda s: s.replace('after = "2024Q2"', 'after = "2024Q3"'),
+            r"\[run\] after = '2024Q3' is not an epoch",
+        ),
+        (
+            lambda s: s.replace("tile_size = 512", "tile_size = 512\ntilesize = 3"),
+            r"\[grid\] tilesize is not a known key",
+        ),
         (lambda s: s.replace("[offices]\npath", "[offices]\nfile"), r"\[offices\] path is missing"),
-        (lambda s: s + "\n[[epochs]]\nid = \"2024Q3\"\ndate = \"2024-09-01\"\n", r"epoch '2024Q3' has no sources"),
+        (
+            lambda s: s + '\n[[epochs]]\nid = "2024Q3"\ndate = "2024-09-01"\n',
+            r"epoch '2024Q3' has no sources",
+        ),
         (lambda s: s.replace("[grid]", "[grid"), "not valid TOML"),
     ],
 )
@@ -86,7 +104,9 @@ def test_missing_config_file(tmp_path):
 def test_missing_source_file_names_the_pattern(tmp_path):
     config = load_config(write(tmp_path, GOOD))
     epoch = config.epoch("2024Q2")
-    with pytest.raises(ConfigError, match=r"epoch '2024Q2' satellite file 'img/b\.tif' does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"epoch '2024Q2' satellite file 'img/b\.tif' does not exist"
+    ):
         config.source_files("2024Q2", epoch.sources[0])
     with pytest.raises(ConfigError, match=r"'img/a_\*\.tif' matches no file"):
         config.source_files("2024Q1", config.epoch("2024Q1").sources[0])

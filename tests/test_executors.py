@@ -74,17 +74,22 @@ def test_serial_processes_and_dask_cluster_agree(small_quarter, tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     scheduler = subprocess.Popen(
-        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     worker = subprocess.Popen(
-        [BIN / "dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
-         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        [BIN / "dask", "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         on_dask = _copy(small_quarter, tmp_path / "dask")
-        batch.run(load_config(on_dask),
-                  executor=Executor("dask", scheduler=address, progress=False))
+        batch.run(
+            load_config(on_dask), executor=Executor("dask", scheduler=address, progress=False)
+        )
         assert _outputs(on_dask) == expected
     finally:
         for proc in (worker, scheduler):
@@ -100,7 +105,8 @@ def test_sigkilled_run_resumes_to_identical_outputs(small_quarter, tmp_path):
     tile_dir = killed.parent / "work" / "changes" / "2024Q1__2024Q2"
     proc = subprocess.Popen(
         [BIN / "tuban", "run", str(killed), "--executor", "serial"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:

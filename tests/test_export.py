@@ -132,7 +132,15 @@ def test_quarter_gpkg_layers_crs_and_version(written):
         }
         issued = db.execute("SELECT DISTINCT issued_at FROM tasks").fetchall()
     assert "街道办辖区" in contents["offices"] and contents["tasks"]
-    assert indexed == {"suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"}
+    assert indexed == {
+        "suspects",
+        "tasks",
+        "suppressed",
+        "offices",
+        "tiles",
+        "clouds",
+        "unassigned",
+    }
     assert issued == [("2024-04-01T08:30:00.000Z",)]
 
 
@@ -184,7 +192,13 @@ def test_layer_styles_are_qgis_defaults(written):
     assert kind == ("attributes",)
     styles = {name: (geom, qml, default) for name, geom, _, qml, default in rows}
     assert set(styles) == {
-        "suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"
+        "suspects",
+        "tasks",
+        "suppressed",
+        "offices",
+        "tiles",
+        "clouds",
+        "unassigned",
     }
     for geom, qml, default in styles.values():
         assert geom == "geom" and default == 1

@@ -32,7 +32,14 @@ def test_haloed_transform_and_core():
 
 def test_tiles_cover_bounds_row_by_row_from_north_west():
     tiles = list(GRID.tiles(Bounds(100.0, 100.0, 1100.0, 600.0)))
-    assert tiles == [TileId(1, 0), TileId(1, 1), TileId(1, 2), TileId(0, 0), TileId(0, 1), TileId(0, 2)]
+    assert tiles == [
+        TileId(1, 0),
+        TileId(1, 1),
+        TileId(1, 2),
+        TileId(0, 0),
+        TileId(0, 1),
+        TileId(0, 2),
+    ]
     # bounds that only touch a tile edge do not pull that tile in
     assert list(GRID.tiles(Bounds(0.0, 0.0, 512.0, 512.0))) == [TileId(0, 0)]
 

@@ -52,25 +52,33 @@ def test_two_quarters_with_returned_worklists(tmp_path):
     for code, group in tasks.groupby("office_code"):
         closed = 0
         for task_id, is_illegal in zip(group["task_id"], illegal[group.index], strict=True):
-            cells = {"核查结果": "违法建设" if is_illegal else "误报", "核查日期": VERIFIED,
-                     "核查人": "张三"}
+            cells = {
+                "核查结果": "违法建设" if is_illegal else "误报",
+                "核查日期": VERIFIED,
+                "核查人": "张三",
+            }
             if code == "XQ" or not is_illegal:
                 cells.update({"处置结果": "已拆除" if is_illegal else "未处置", "办结日期": CLOSED})
                 closed += 1
             answers[task_id] = cells
         expected[code] = (len(group), len(group), closed)
     returned = [
-        fill_worklist(q2 / "worklists" / code / f"{code}_2024Q2.xlsx", tmp_path / f"{code}_2024Q2.xlsx",
-              answers)
+        fill_worklist(
+            q2 / "worklists" / code / f"{code}_2024Q2.xlsx",
+            tmp_path / f"{code}_2024Q2.xlsx",
+            answers,
+        )
         for code in sorted(expected)
     ]
     register = first.resolve(first.paths.register_path)
-    done = CliRunner().invoke(main, ["import-results", *map(str, returned), "--register",
-                                     str(register), "--by", "城管局"])
+    done = CliRunner().invoke(
+        main, ["import-results", *map(str, returned), "--register", str(register), "--by", "城管局"]
+    )
     assert done.exit_code == 0, done.output
 
-    table = office_stats(read_register(register), quarter="2024Q2",
-                         as_of=datetime.now(UTC)).set_index("office_code")
+    table = office_stats(
+        read_register(register), quarter="2024Q2", as_of=datetime.now(UTC)
+    ).set_index("office_code")
     for code, (issued, verified, closed) in expected.items():
         row = table.loc[code]
         assert (row["issued"], row["verified"], row["closed"]) == (issued, verified, closed)

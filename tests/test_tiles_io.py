@@ -56,7 +56,11 @@ def test_utm_rgba_drone_source_is_warped_with_its_alpha(make_raster):
     rgba[0], rgba[1], rgba[2] = 200, 100, 50
     rgba[3, :, : size // 2] = 255
     path = make_raster(
-        "drone.tif", rgba, crs="EPSG:32650", origin=(x0, y0), res=0.1,
+        "drone.tif",
+        rgba,
+        crs="EPSG:32650",
+        origin=(x0, y0),
+        res=0.1,
         colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
     )
     info = describe_source(path, grid=GRID)
@@ -69,7 +73,9 @@ def test_utm_rgba_drone_source_is_warped_with_its_alpha(make_raster):
 def test_mosaic_first_valid_file_wins(make_raster):
     n = GRID.window_size
     left, top = _origin()
-    a = make_raster("a.tif", np.full((1, n, n // 2 + 4), 1, np.uint16), origin=(left, top), nodata=0)
+    a = make_raster(
+        "a.tif", np.full((1, n, n // 2 + 4), 1, np.uint16), origin=(left, top), nodata=0
+    )
     b = make_raster("b.tif", np.full((1, n, n), 2, np.uint16), origin=(left, top), nodata=0)
     infos = [describe_source(p, grid=GRID) for p in (a, b)]
     out, valid, used = read_onto_tile(infos, GRID, TILE, bands=[1])
