@@ -64,10 +64,15 @@ def changes(config: Config, *, executor: Executor | None = None, resume: bool = 
 
 
 def worklists(
-    config: Config, *, lang: str = "zh", issued_at: datetime | None = None
+    config: Config,
+    *,
+    lang: str = "zh",
+    issued_at: datetime | None = None,
+    executor: Executor | None = None,
 ) -> tuple[TaskSet, dict]:
     """Stage 3: suspects → tasks (offices, permits, earlier tasks, IDs) → the register, the
-    quarter's GeoPackage and the office worklists with image chips."""
+    quarter's GeoPackage and the office worklists with image chips (cut on ``executor``'s
+    workers when given)."""
     grid = config.grid_spec
     run_cfg = config.require_run()
     change_set = read_changes(config)
@@ -124,6 +129,7 @@ def worklists(
         before=run_cfg.before,
         after=run_cfg.after,
         out_dir=out_dir / "worklists",
+        executor=executor,
     )
     summary = write_quarter(
         out_dir,
@@ -157,9 +163,9 @@ def run(
             report.counts[f"tiles_{epoch_id}"] = len(index.tiles)
         with _timed(report, "changes"):
             change_set = changes(config, executor=executor, resume=resume)
-    report.counts["suspects"] = len(change_set.suspects)
-    with _timed(report, "worklists"):
-        taskset, _ = worklists(config, lang=lang)
+        report.counts["suspects"] = len(change_set.suspects)
+        with _timed(report, "worklists"):
+            taskset, _ = worklists(config, lang=lang, executor=executor)
     report.counts.update(
         tasks=len(taskset.tasks),
         suppressed=len(taskset.suppressed),

@@ -9,7 +9,9 @@ between the 2nd and 98th percentiles of its valid pixels (all three bands togeth
 keep their balance), scaled to ``size`` pixels, and the task's outline is drawn on it. Pixels
 without data are light grey.
 
-Chips are written to ``<out_dir>/<office_code>/chips/<task_id>_{before,after}.png``.
+Chips are written to ``<out_dir>/<office_code>/chips/<task_id>_{before,after}.png``; with an
+executor, batches of neighbouring tasks are cut in parallel (every chip is the same whatever the
+executor).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rasterio.windows import Window
 from tiles import Bounds, Grid, TileId
 
 from .atomic import atomic_path
+from .executors import Executor
 from .ingest import EpochIndex, load_index
 
 __all__ = ["Chip", "ChipOptions", "write_chips"]
@@ -38,6 +41,8 @@ _RGB = ("red", "green", "blue")
 _NO_DATA = 230
 _OUTLINE = (255, 32, 32)
 _HALO = (255, 255, 255)  # under the outline, so that it shows on red roofs too
+#: Batches per worker (neighbouring tasks share tiles, so a batch keeps them open).
+_BATCHES_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ def write_chips(
     after: str,
     out_dir: str | os.PathLike,
     options: ChipOptions = ChipOptions(),
+    executor: Executor | None = None,
 ) -> dict[str, Chip]:
     """Write before and after chips of every task.
 
@@ -99,30 +105,65 @@ def write_chips(
         The quarter's ``worklists/`` folder.
     options : ChipOptions
         Size, margin and imagery choice.
+    executor : Executor, optional
+        Where batches of chips are cut; serially in this process without one.
 
     Returns
     -------
     dict
         ``task_id`` -> :class:`Chip`.
     """
-    work, out_dir = Path(work), Path(out_dir)
+    out_dir = Path(out_dir)
     geoms = tasks.to_crs(grid.rio_crs).geometry.to_numpy()
     boxes = _chip_boxes(geoms, grid=grid, options=options)
     folders = [out_dir / code / "chips" for code in tasks["office_code"]]
+    items = list(zip(tasks["task_id"], boxes, geoms, folders, strict=True))
+    # neighbours together: by tile row (north first), then west to east
+    items.sort(key=lambda item: (-math.floor(item[1].top / grid.span), item[1].left))
+    jobs = [
+        _ChipJob(Path(work), grid, before, after, batch, options)
+        for batch in _batches(items, 1 if executor is None else executor.n_workers)
+    ]
+    if executor is None:
+        results = [_write_batch(job) for job in jobs]
+    else:
+        results = [chips for _, chips in executor.map(_write_batch, jobs, desc="chips")]
+    return {task_id: chip for chips in results for task_id, chip in chips}
+
+
+@dataclass(frozen=True)
+class _ChipJob:
+    work: Path
+    grid: Grid
+    before: str
+    after: str
+    items: list  # (task_id, box, geometry, folder)
+    options: ChipOptions
+
+
+def _batches(items: list, workers: int) -> list[list]:
+    """``items`` cut into about ``_BATCHES_PER_WORKER`` runs per worker (one without workers)."""
+    count = 1 if workers == 1 else min(len(items), _BATCHES_PER_WORKER * workers)
+    size = math.ceil(len(items) / max(count, 1))
+    return [items[i : i + size] for i in range(0, len(items), size)] if items else []
+
+
+def _write_batch(job: _ChipJob) -> list[tuple[str, Chip]]:
+    """Worker: the before and after chips of a batch of tasks."""
     shown: dict[str, list] = {}
     with ExitStack() as stack:
-        for label, epoch in (("before", before), ("after", after)):
-            reader = _Reader(work, load_index(work, epoch), grid, stack)
+        for label, epoch in (("before", job.before), ("after", job.after)):
+            reader = _Reader(job.work, load_index(job.work, epoch), job.grid, stack)
             shown[label] = [
-                _write_chip(reader, box, geom, folder / f"{task_id}_{label}.png", options=options)
-                for task_id, box, geom, folder in zip(
-                    tasks["task_id"], boxes, geoms, folders, strict=True
+                _write_chip(
+                    reader, box, geom, folder / f"{task_id}_{label}.png", options=job.options
                 )
+                for task_id, box, geom, folder in job.items
             ]
-    return {
-        task_id: Chip(b[0], a[0], b[1], a[1])
-        for task_id, b, a in zip(tasks["task_id"], shown["before"], shown["after"], strict=True)
-    }
+    return [
+        (item[0], Chip(b[0], a[0], b[1], a[1]))
+        for item, b, a in zip(job.items, shown["before"], shown["after"], strict=True)
+    ]
 
 
 def _chip_boxes(geoms: np.ndarray, *, grid: Grid, options: ChipOptions) -> list[Bounds]:
@@ -201,7 +242,7 @@ def _write_chip(
     )
     _draw_outline(image, geom, box)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=3)
+        image.save(tmp, format="PNG", compress_level=1)
     return path, kind
 
 

@@ -102,7 +102,7 @@ class Executor:
         if "pool" not in self._backends:
             # Workers fork from a clean server process that has imported the stages once.
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["pipeline.changes", "pipeline.ingest"])
+            ctx.set_forkserver_preload(["pipeline.changes", "pipeline.ingest", "pipeline.chips"])
             self._backends["pool"] = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx)
         return self._backends["pool"]
 

@@ -11,6 +11,7 @@ import shapely
 from PIL import Image
 
 from pipeline.chips import ChipOptions, write_chips
+from pipeline.executors import Executor
 from tiles import Grid, TileId, write_tile
 
 GRID = Grid(crs="EPSG:4547", resolution=0.5, tile_size=32, halo=4)  # 16 m tiles
@@ -144,7 +145,7 @@ def test_no_imagery_gives_no_chip(tmp_path):
     assert chip.after.is_file() and Image.open(chip.after).size == (240, 240)
 
 
-def test_chips_for_a_hundred_tasks_across_sixteen_tiles(tmp_path):
+def test_chips_for_a_hundred_tasks_across_sixteen_tiles_serial_or_on_workers(tmp_path):
     sat = ("blue", "green", "red", "nir")
     grid = [(r, c) for r in range(4) for c in range(4)]
     rng = np.random.default_rng(1)
@@ -165,9 +166,27 @@ def test_chips_for_a_hundred_tasks_across_sixteen_tiles(tmp_path):
         work=tmp_path,
         before="E0",
         after="E1",
-        out_dir=tmp_path,
+        out_dir=tmp_path / "serial",
     )
     assert len(chips) == 100 and all(c.after is not None for c in chips.values())
+    # cut in batches on two worker processes: the same chips, byte for byte
+    with Executor("processes", workers=2, progress=False) as executor:
+        pooled = write_chips(
+            tasks(*shapely.box(X0 + x, Y0 + y, X0 + x + 8, Y0 + y + 6)),
+            grid=GRID,
+            work=tmp_path,
+            before="E0",
+            after="E1",
+            out_dir=tmp_path / "pooled",
+            executor=executor,
+        )
+    assert pooled.keys() == chips.keys()
+    for task_id, chip in chips.items():
+        other = pooled[task_id]
+        assert (other.before_kind, other.after_kind) == (chip.before_kind, chip.after_kind)
+        assert other.after == tmp_path / "pooled" / chip.after.relative_to(tmp_path / "serial")
+        assert other.after.read_bytes() == chip.after.read_bytes()
+        assert other.before.read_bytes() == chip.before.read_bytes()
 
 
 @pytest.mark.parametrize("size", [16, 300])
