@@ -47,7 +47,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from errors import InputError
 
-from .atomic import atomic_path, write_json, write_layers, write_text
+from .atomic import atomic_path, write_json, write_layers
 from .chips import Chip
 from .tasks import TaskSet
 from .vocab import (
@@ -440,26 +440,31 @@ def _write_html(
     lang: Lang,
     chips: Mapping[str, Chip],
 ) -> None:
-    """Write an office's printable evidence pack: its summary, then a card per task."""
+    """Write an office's printable evidence pack: its summary, then a card per task.
+
+    Cards (each with its chips inline) are written one at a time, so memory does not grow with
+    the number of tasks.
+    """
     code, name = office
     title = (
         f"{name}（{code}）{quarter} {WORDS['worklist']}"
         if lang == "zh"
         else f"{name} ({code}) {quarter} worklist"
     )
-    cards = [
-        _html_card(task, chips.get(task["task_id"]), lang=lang) for task in tasks.to_dict("records")
-    ]
-    page = Template(files("data").joinpath("worklist.html").read_text(encoding="utf-8"))
-    write_text(
-        path,
-        page.substitute(
+    page = files("data").joinpath("worklist.html").read_text(encoding="utf-8")
+    head, tail = (
+        Template(part).substitute(
             lang="zh-CN" if lang == "zh" else "en",
             title=html.escape(title),
             summary=_html_summary(tasks, summary, quarter=quarter, lang=lang),
-            cards="\n".join(cards),
-        ),
+        )
+        for part in page.split("$cards", 1)
     )
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(head)
+        for n, task in enumerate(tasks.to_dict("records")):
+            out.write(("\n" if n else "") + _html_card(task, chips.get(task["task_id"]), lang=lang))
+        out.write(tail)
 
 
 def _html_summary(tasks: gpd.GeoDataFrame, summary: dict, *, quarter: str, lang: Lang) -> str:
