@@ -7,7 +7,8 @@ Makes (or, with --keep and an existing DIR, reuses) a quarter of SIZE x SIZE px:
 and reports in one run, side by side:
 
 * the bare decode of both epochs' sources (rasterio, every block, one process);
-* ``tuban run`` wall time per stage and peak RSS of any of its processes, for each worker count;
+* ``tuban run`` wall time per stage and peak RSS of any of its processes (polled every 50 ms,
+  pool workers included), for each worker count;
 * the bare read of the ingested tiles (what the changes stage has to read);
 * the GDAL command-line chain an analyst would otherwise script: ``gdal_calc.py`` change
   magnitude -> ``gdal_sieve.py`` -> ``gdal_polygonize.py`` (Debian ``gdal-bin``);
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import psutil
 import rasterio
 import shapely
 from affine import Affine
@@ -150,11 +152,37 @@ def tuban_run(config: Path, workers: int) -> dict:
         "print(json.dumps({'timings': r.timings, 'rss_kib': max(own, kids)}))\n"
     )
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    polled = _poll_peak_rss(proc)
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if proc.returncode:
+        raise RuntimeError(f"tuban run failed:\n{stderr}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     result["wall"] = wall
+    # getrusage misses pool workers forked by the forkserver: take the polled figure too
+    result["rss_kib"] = max(result["rss_kib"], polled // 1024)
     return result
+
+
+def _poll_peak_rss(proc: subprocess.Popen, every: float = 0.05) -> int:
+    """Largest resident set (bytes) of ``proc`` or any of its descendants while it runs."""
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for member in family:
+            try:
+                peak = max(peak, member.memory_info().rss)
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(every)
+    return peak
 
 
 def gdal_chain(root: Path) -> dict[str, float]:

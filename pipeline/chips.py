@@ -41,8 +41,10 @@ _RGB = ("red", "green", "blue")
 _NO_DATA = 230
 _OUTLINE = (255, 32, 32)
 _HALO = (255, 255, 255)  # under the outline, so that it shows on red roofs too
-#: Batches per worker (neighbouring tasks share tiles, so a batch keeps them open).
+#: Batches per worker (neighbouring tasks share tiles, so a batch keeps them open), and the
+#: most tasks in one batch (so the tiles a batch holds open do not grow with the quarter).
 _BATCHES_PER_WORKER = 4
+_BATCH_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,10 @@ class _ChipJob:
 
 
 def _batches(items: list, workers: int) -> list[list]:
-    """``items`` cut into about ``_BATCHES_PER_WORKER`` runs per worker (one without workers)."""
-    count = 1 if workers == 1 else min(len(items), _BATCHES_PER_WORKER * workers)
+    """``items`` cut into runs: ``_BATCHES_PER_WORKER`` per worker (one on a single worker),
+    more if that would put over ``_BATCH_MAX`` tasks in one."""
+    count = 1 if workers == 1 else _BATCHES_PER_WORKER * workers
+    count = min(len(items), max(count, math.ceil(len(items) / _BATCH_MAX)))
     size = math.ceil(len(items) / max(count, 1))
     return [items[i : i + size] for i in range(0, len(items), size)] if items else []
 
