@@ -263,13 +263,21 @@ def _brighter_than_all(image: np.ndarray, other: np.ndarray, valid: np.ndarray) 
 
 def _haze(cloudy: np.ndarray, clear: np.ndarray, core: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Pixels where ``cloudy`` mixes ``clear`` with the core's colour by one opacity."""
-    white = np.array([np.median(band[core]) for band in cloudy])[:, None, None]
-    span = white - clear
+    mean, alike = _opacity(cloudy, clear, np.median(cloudy[:, core], axis=1))
+    return valid & alike & (mean >= _HAZE_MIN)
+
+
+def _opacity(
+    cloudy: np.ndarray, clear: np.ndarray, white: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the mean over bands of the opacity ``a`` in ``cloudy = (1 - a) * clear +
+    a * white``, and whether the bands' opacities agree (within ``_HAZE_SPREAD``)."""
+    span = white[:, None, None] - clear
     with np.errstate(invalid="ignore", divide="ignore"):
         opacity = np.where(span > 0, (cloudy - clear) / span, np.nan)
     mean = opacity.mean(axis=0)
     spread = opacity.max(axis=0) - opacity.min(axis=0)
-    return valid & (mean >= _HAZE_MIN) & (spread <= _HAZE_SPREAD[0] + _HAZE_SPREAD[1] * mean)
+    return mean, spread <= _HAZE_SPREAD[0] + _HAZE_SPREAD[1] * mean
 
 
 def _cast_shadow(body: np.ndarray, darkness: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -328,14 +336,9 @@ def _soft(
     outline, valid pixels) is at least ``_SOFT_SHARE`` partly opaque haze: every band mixing
     the clear ground with the core's brightest colour (90th percentile) by one opacity, in
     ``_SOFT_OPACITY``."""
-    white = np.array([np.percentile(band[core], 90) for band in cloudy])[:, None, None]
-    span = white - clear
-    with np.errstate(invalid="ignore", divide="ignore"):
-        opacity = np.where(span > 0, (cloudy - clear) / span, np.nan)
-    mean = opacity.mean(axis=0)
-    spread = opacity.max(axis=0) - opacity.min(axis=0)
+    mean, alike = _opacity(cloudy, clear, np.percentile(cloudy[:, core], 90, axis=1))
     low, high = _SOFT_OPACITY
-    partial = (mean >= low) & (mean <= high) & (spread <= _HAZE_SPREAD[0] + _HAZE_SPREAD[1] * mean)
+    partial = alike & (mean >= low) & (mean <= high)
     labels, n = ndi.label(core)
     outside, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
     inside = ndi.distance_transform_edt(labels > 0)
