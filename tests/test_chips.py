@@ -160,26 +160,13 @@ def test_chips_for_a_hundred_tasks_across_sixteen_tiles_serial_or_on_workers(tmp
             values=rng.integers(500, 3000, len(grid)),
         )
     x, y = rng.uniform(2, 54, (2, 100))
-    chips = write_chips(
-        tasks(*shapely.box(X0 + x, Y0 + y, X0 + x + 8, Y0 + y + 6)),
-        grid=GRID,
-        work=tmp_path,
-        before="E0",
-        after="E1",
-        out_dir=tmp_path / "serial",
-    )
+    hundred = tasks(*shapely.box(X0 + x, Y0 + y, X0 + x + 8, Y0 + y + 6))
+    cut = dict(grid=GRID, work=tmp_path, before="E0", after="E1")
+    chips = write_chips(hundred, out_dir=tmp_path / "serial", **cut)
     assert len(chips) == 100 and all(c.after is not None for c in chips.values())
     # cut in batches on two worker processes: the same chips, byte for byte
     with Executor("processes", workers=2, progress=False) as executor:
-        pooled = write_chips(
-            tasks(*shapely.box(X0 + x, Y0 + y, X0 + x + 8, Y0 + y + 6)),
-            grid=GRID,
-            work=tmp_path,
-            before="E0",
-            after="E1",
-            out_dir=tmp_path / "pooled",
-            executor=executor,
-        )
+        pooled = write_chips(hundred, out_dir=tmp_path / "pooled", executor=executor, **cut)
     assert pooled.keys() == chips.keys()
     for task_id, chip in chips.items():
         other = pooled[task_id]
