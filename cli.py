@@ -166,11 +166,14 @@ def changes(config: Path, executor, workers, scheduler, resume) -> None:
 
 @main.command()
 @_config_arg
+@_executor_options
 @_lang_option
-def worklists(config: Path, lang: str) -> None:
-    """Turn the quarter's suspects into tasks and write the GeoPackage and office worklists."""
+def worklists(config: Path, executor, workers, scheduler, lang: str) -> None:
+    """Turn the quarter's suspects into tasks and write the GeoPackage and office worklists
+    (image chips are cut on the executor's workers)."""
     cfg = load_config(config)
-    taskset, _ = batch.worklists(cfg, lang=lang)
+    with _executor(executor, workers, scheduler) as ex:
+        taskset, _ = batch.worklists(cfg, lang=lang, executor=ex)
     click.echo(
         f"{len(taskset.tasks)} tasks, {len(taskset.suppressed)} suppressed, "
         f"{len(taskset.unassigned)} unassigned: {batch.quarter_dir(cfg)}"
