@@ -222,15 +222,27 @@ def test_seasonal_vegetation_is_not_change():
     assert len(detect_changes(_sat(town, 1), _sat(summer, 2), transform=_transform())) == 0
 
 
-def test_cloud_with_haze_and_its_shadow_is_not_change():
-    shape = (400, 400)
-    town = _town(shape)
-    rows, cols = np.mgrid[: shape[0], : shape[1]] * PX
-    cloud = np.clip((1 - np.hypot(rows - 65, cols - 65) / 45) / 0.3, 0, 1) ** 1.5
-    shadow = np.clip((1 - np.hypot(rows - 130, cols - 130) / 45) / 0.3, 0, 1) ** 1.5
+def _clouded(town, cloud_at, shadow_at, *, radius, fade, darkening):
+    """``town`` under a round cloud centred at ``cloud_at`` (row, col in m) and its shadow at
+    ``shadow_at``: opacity fading to 0 over the outer ``fade`` share of ``radius`` (m), and the
+    shadow darkening each band by up to ``darkening``."""
+    rows, cols = np.mgrid[: town.shape[1], : town.shape[2]] * PX
+
+    def disc(at):
+        distance = np.hypot(rows - at[0], cols - at[1]) / radius
+        return np.clip((1 - distance) / fade, 0, 1) ** 1.5
+
+    cloud, shadow = disc(cloud_at), disc(shadow_at)
     white = np.array([4300.0, 4400.0, 4500.0, 4800.0])[:, None, None]
-    cloudy = town * (1 - np.array([0.55, 0.6, 0.63, 0.66])[:, None, None] * shadow)
-    cloudy = cloudy * (1 - cloud) + white * cloud
+    shaded = town * (1 - np.asarray(darkening)[:, None, None] * shadow)
+    return shaded * (1 - cloud) + white * cloud
+
+
+def test_cloud_with_haze_and_its_shadow_is_not_change():
+    town = _town((400, 400))
+    cloudy = _clouded(
+        town, (65, 65), (130, 130), radius=45, fade=0.3, darkening=[0.55, 0.6, 0.63, 0.66]
+    )
 
     result = detect_changes(_sat(town, 1), _sat(cloudy, 2), transform=_transform())
 
@@ -242,14 +254,8 @@ def test_a_small_cloud_and_its_faint_shadow_are_not_change_and_are_outlined():
     # The cloud's core (~1000 m²) is below what a lone bright patch needs to be a cloud by
     # size alone, and its shadow darkens the ground by at most 30 %: not a shadow by itself.
     # The cloud is known by its hazy rim, its shadow by having the cloud's shape nearby.
-    shape = (400, 400)
-    town = _town(shape)
-    rows, cols = np.mgrid[: shape[0], : shape[1]] * PX
-    cloud = np.clip((1 - np.hypot(rows - 140, cols - 60) / 30) / 0.5, 0, 1) ** 1.5
-    shadow = np.clip((1 - np.hypot(rows - 60, cols - 140) / 30) / 0.5, 0, 1) ** 1.5
-    white = np.array([4300.0, 4400.0, 4500.0, 4800.0])[:, None, None]
-    cloudy = town * (1 - 0.3 * shadow)
-    cloudy = cloudy * (1 - cloud) + white * cloud
+    town = _town((400, 400))
+    cloudy = _clouded(town, (140, 60), (60, 140), radius=30, fade=0.5, darkening=[0.3] * 4)
 
     result = detect_changes(_sat(town, 1), _sat(cloudy, 2), transform=_transform())
 

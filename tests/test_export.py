@@ -97,6 +97,10 @@ def written(tmp_path_factory, quarter_inputs):
     return out, summary
 
 
+#: The layers of the quarter GeoPackage written from ``quarter_inputs``.
+LAYERS = ("suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned")
+
+
 def worklist(out, code, ext, quarter=QUARTER):
     return out / "worklists" / code / f"{code}_{quarter}.{ext}"
 
@@ -108,17 +112,8 @@ def test_quarter_gpkg_layers_crs_and_version(written):
     out, _ = written
     path = out / f"{QUARTER}.gpkg"
     layers = dict(pyogrio.list_layers(path))
-    assert set(layers) == {
-        "suspects",
-        "tasks",
-        "suppressed",
-        "offices",
-        "tiles",
-        "clouds",
-        "unassigned",
-        "layer_styles",
-    }
-    for name in ("suspects", "tasks", "suppressed", "offices", "tiles", "clouds", "unassigned"):
+    assert set(layers) == {*LAYERS, "layer_styles"}
+    for name in LAYERS:
         assert pyogrio.read_info(path, layer=name)["crs"] == GRID
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
@@ -132,15 +127,7 @@ def test_quarter_gpkg_layers_crs_and_version(written):
         }
         issued = db.execute("SELECT DISTINCT issued_at FROM tasks").fetchall()
     assert "街道办辖区" in contents["offices"] and contents["tasks"]
-    assert indexed == {
-        "suspects",
-        "tasks",
-        "suppressed",
-        "offices",
-        "tiles",
-        "clouds",
-        "unassigned",
-    }
+    assert indexed == set(LAYERS)
     assert issued == [("2024-04-01T08:30:00.000Z",)]
 
 
@@ -191,15 +178,7 @@ def test_layer_styles_are_qgis_defaults(written):
     ]
     assert kind == ("attributes",)
     styles = {name: (geom, qml, default) for name, geom, _, qml, default in rows}
-    assert set(styles) == {
-        "suspects",
-        "tasks",
-        "suppressed",
-        "offices",
-        "tiles",
-        "clouds",
-        "unassigned",
-    }
+    assert set(styles) == set(LAYERS)
     for geom, qml, default in styles.values():
         assert geom == "geom" and default == 1
         assert ET.fromstring(qml).tag == "qgis"
