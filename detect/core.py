@@ -17,8 +17,11 @@ from affine import Affine
 
 from errors import InputError
 
-from .cues import Cues, compute_cues
-from .objects import classify, object_stats, outline, polygons, segment
+from .cues import Cues, compute_cues, tile_levels
+from .cues import _shrink as shrink
+from .cues import _smooth_radius as smooth_radius
+from .focus import focus_windows
+from .objects import classify, hysteresis, object_stats, outline, polygons, segment
 from .pairs import Pair, prepare_pairs
 from .params import DetectParams
 from .scene import Scene, check_pair, layers
@@ -134,15 +137,16 @@ def detect_changes(
     errors.InputError
         Malformed scenes, epochs of different shapes or a degenerate transform.
     """
-    labels, keep, stats, cues, pairs = _detect(before, after, transform, params, core)
+    labels, keep, stats, coverage, pairs = _detect(before, after, transform, params, core)
+    valid, cloud = coverage
     return objects_result(
         labels,
         keep,
         stats,
-        cloud=cues.cloud,
+        cloud=cloud,
         transform=transform,
         params=params,
-        qa=_qa(pairs, cues),
+        qa=_qa(pairs, valid, cloud),
     )
 
 
@@ -204,12 +208,23 @@ def kept_objects(
     """Per-object statistics and the 1-based ids of the objects that are large enough and,
     when ``core`` is given, whose centroid lies in the core (the ownership rule)."""
     stats = object_stats(labels, n, cues, pixel_size=pixel_size)
+    return _kept(stats, labels.shape, pixel_size=pixel_size, params=params, core=core), stats
+
+
+def _kept(
+    stats: dict[str, np.ndarray],
+    shape: tuple[int, int],
+    *,
+    pixel_size: float,
+    params: DetectParams,
+    core: tuple[slice, slice] | None,
+) -> np.ndarray:
     keep = stats["pixels"] * pixel_size**2 >= params.min_area_m2
     if core is not None:
-        rows, cols = (range(*s.indices(size)) for s, size in zip(core, labels.shape, strict=True))
+        rows, cols = (range(*s.indices(size)) for s, size in zip(core, shape, strict=True))
         keep &= (stats["row"] >= rows.start) & (stats["row"] < rows.stop)
         keep &= (stats["col"] >= cols.start) & (stats["col"] < cols.stop)
-    return np.flatnonzero(keep) + 1, stats
+    return np.flatnonzero(keep) + 1
 
 
 def change_mask(
@@ -278,20 +293,95 @@ def _detect(
     transform: Affine,
     params: DetectParams,
     core: tuple[slice, slice] | None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], Cues, list[Pair]]:
-    """Validate -> pair -> cues -> segment -> statistics; ids (1-based) of the kept objects."""
+) -> tuple[
+    np.ndarray, np.ndarray, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray], list[Pair]
+]:
+    """Validate -> pair -> tile levels -> windows -> (cues -> segment -> statistics) per window.
+
+    Returns the labels, the ids (1-based) of the kept objects, their statistics, the tile's
+    (compared, cloud) masks and its pairs.
+    """
     shape = check_pair(before, after)
     pixel_size = _pixel_size(transform)
     pairs = prepare_pairs(layers(before), layers(after), pixel_size=pixel_size, params=params)
-    cues = compute_cues(pairs, shape, pixel_size=pixel_size, params=params)
-    if cues.valid.any():
-        labels, n = segment(
-            cues.score, cues.strength, cues.valid, pixel_size=pixel_size, params=params
-        )
+    levels = tile_levels(pairs, pixel_size=pixel_size, params=params)
+    coverage = _coverage(pairs, shape, pixel_size, params)
+    whole = (slice(0, shape[0]), slice(0, shape[1]))
+    if not coverage[0].any():
+        windows = []
+    elif params.focus:
+        windows = focus_windows(pairs, levels, shape, pixel_size=pixel_size, params=params)
     else:
-        labels, n = np.zeros(shape, np.int32), 0
-    keep, stats = kept_objects(labels, n, cues, pixel_size=pixel_size, params=params, core=core)
-    return labels, keep, stats, cues, pairs
+        windows = [whole]
+    labels = np.zeros(shape, np.int32)
+    parts: list[dict[str, np.ndarray]] = []
+    while windows:
+        window = windows.pop(0)
+        cues = compute_cues(
+            pairs, shape, pixel_size=pixel_size, params=params, levels=levels, window=window
+        )
+        if not cues.valid.any():
+            continue
+        regions = hysteresis(cues.score, params=params)
+        if _spills(regions, window, shape):
+            # A region of the score runs out of the window: compare the whole tile instead.
+            labels[:], parts, windows = 0, [], [whole]
+            continue
+        part, n = segment(
+            cues.score,
+            cues.strength,
+            cues.valid,
+            pixel_size=pixel_size,
+            params=params,
+            regions=regions,
+        )
+        if n == 0:
+            continue
+        stats = object_stats(part, n, cues, pixel_size=pixel_size)
+        rows, cols = np.divmod(np.unique(part.ravel(), return_index=True)[1][1:], part.shape[1])
+        stats["first"] = (rows + window[0].start) * shape[1] + cols + window[1].start
+        stats["row"] += window[0].start
+        stats["col"] += window[1].start
+        labels[window] = np.where(part > 0, part + sum(p["pixels"].size for p in parts), 0)
+        parts.append(stats)
+    if not parts:  # the statistics of no object
+        nothing = compute_cues([], (1, 1), pixel_size=pixel_size, params=params)
+        parts.append(object_stats(np.zeros((1, 1), np.int32), 0, nothing, pixel_size=pixel_size))
+        parts[0]["first"] = np.zeros(0, np.int64)
+    stats = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    # Number the objects in raster order of their first pixel, as one labelling of the
+    # whole tile would.
+    order = np.argsort(stats.pop("first"), kind="stable")
+    stats = {name: values[order] for name, values in stats.items()}
+    relabel = np.zeros(order.size + 1, np.int32)
+    relabel[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
+    labels = relabel[labels]
+    keep = _kept(stats, shape, pixel_size=pixel_size, params=params, core=core)
+    return labels, keep, stats, coverage, pairs
+
+
+def _spills(regions: np.ndarray, window: tuple[slice, slice], shape: tuple[int, int]) -> bool:
+    """Whether ``regions`` (of ``window``) reach an edge of the window inside the tile."""
+    rows, cols = window
+    return bool(
+        (rows.start > 0 and regions[0].any())
+        or (rows.stop < shape[0] and regions[-1].any())
+        or (cols.start > 0 and regions[:, 0].any())
+        or (cols.stop < shape[1] and regions[:, -1].any())
+    )
+
+
+def _coverage(
+    pairs: list[Pair], shape: tuple[int, int], pixel_size: float, params: DetectParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels :func:`compute_cues` compares (:attr:`Cues.valid`) and its cloud mask
+    (:attr:`Cues.cloud`), for the whole tile."""
+    valid, cloud = np.zeros(shape, bool), np.zeros(shape, bool)
+    reach = int(np.ceil(2 * params.smooth_m / pixel_size)) + 1
+    for pair in pairs:
+        valid |= shrink(pair.valid, reach)
+        cloud |= pair.cloud
+    return valid, cloud
 
 
 def _pixel_size(transform: Affine) -> float:
@@ -303,12 +393,12 @@ def _pixel_size(transform: Affine) -> float:
     return size
 
 
-def _qa(pairs: list[Pair], cues: Cues) -> dict[str, Any]:
-    compared = int(cues.valid.sum())
+def _qa(pairs: list[Pair], valid: np.ndarray, cloud: np.ndarray) -> dict[str, Any]:
+    compared = int(valid.sum())
     qa: dict[str, Any] = {
         "compared": ",".join(p.kind for p in pairs),
-        "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
-        "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
+        "valid_fraction": compared / valid.size if valid.size else 0.0,
+        "cloud_fraction": float(cloud.sum() / max(int((valid | cloud).sum()), 1)),
     }
     best = max(pairs, key=lambda p: p.shift.confidence, default=None)
     for prefix, pair in [("", best)] + [(f"{p.kind}_", p) for p in pairs]:

@@ -33,14 +33,15 @@ from .nuisance import shadows
 from .pairs import Pair
 from .params import DetectParams
 from .radiometry import robust_scale
-from .sampling import sampled
 
-__all__ = ["Cues", "compute_cues", "ramp", "structure_change"]
+__all__ = ["Cues", "Levels", "compute_cues", "ramp", "structure_change", "tile_levels"]
 
 #: Sampling step (px) for the robust statistics of a tile.
 _STEP = 4
 #: Largest noise of a band's differences, as a share of the band's own spread.
 _NOISE_CAP = 0.3
+#: Most that a change of structure multiplies colour evidence by.
+EDGE_GAIN = 2.0
 #: Window (m) over which edge density is averaged.
 _STRUCTURE_WINDOW_M = 2.0
 
@@ -101,7 +102,9 @@ def ramp(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def structure_change(before: np.ndarray, after: np.ndarray, *, window_px: int) -> np.ndarray:
+def structure_change(
+    before: np.ndarray, after: np.ndarray, *, window_px: int, floor: float | None = None
+) -> np.ndarray:
     """Normalised change of local edge density between two single-band images.
 
     Parameters
@@ -110,6 +113,8 @@ def structure_change(before: np.ndarray, after: np.ndarray, *, window_px: int) -
         Brightness images in the same units.
     window_px : int, keyword-only
         Side of the square window the gradient magnitude is averaged over.
+    floor : float, keyword-only
+        ``c`` below; None takes it from ``before`` (see :func:`edge_floor`).
 
     Returns
     -------
@@ -117,9 +122,103 @@ def structure_change(before: np.ndarray, after: np.ndarray, *, window_px: int) -
         ``(Ea - Eb) / (Ea + Eb + c)`` in (-1, 1), with ``E`` the local mean gradient magnitude
         and ``c`` the tile's median ``Eb`` (so faint texture on both sides stays near 0).
     """
-    density = [ndi.uniform_filter(gradient_magnitude(img), window_px) for img in (before, after)]
-    c = float(np.median(density[0][::_STEP, ::_STEP])) + 1e-6
-    return ((density[1] - density[0]) / (density[1] + density[0] + c)).astype(np.float32)
+    density = [_edge_density(img, window_px) for img in (before, after)]
+    c = (edge_floor(before, window_px=window_px) if floor is None else floor) + 1e-6
+    return ((density[1] - density[0]) / (density[1] + density[0] + np.float32(c))).astype(
+        np.float32
+    )
+
+
+def edge_floor(image: np.ndarray, *, window_px: int) -> float:
+    """The median local edge density of an image: :func:`structure_change`'s ``c``."""
+    return float(np.median(_edge_density(image, window_px)[::_STEP, ::_STEP]))
+
+
+def _edge_density(image: np.ndarray, window_px: int) -> np.ndarray:
+    return ndi.uniform_filter(gradient_magnitude(image), window_px)
+
+
+class Levels(NamedTuple):
+    """Statistics of one pair over its whole tile.
+
+    Cues are computed with them wherever they are computed, so the cues of a window of the
+    tile are the whole tile's cues cut to that window (see :func:`compute_cues`). Optical
+    pairs fill ``spread`` (n,), the robust spread of each before band, ``noise`` (n,), that of
+    each band's differences (see :func:`_spectral`), ``edges``, ``structure_change``'s ``c``,
+    ``lit``, the median brightness of the valid pixels of the before and the after epoch, and
+    ``median`` (n,), each before band's median; a DSM pair fills ``ground``, the before
+    epoch's local ground height (h, w).
+    """
+
+    spread: np.ndarray | None = None
+    noise: np.ndarray | None = None
+    edges: float = 0.0
+    lit: tuple[float, float] | None = None
+    median: np.ndarray | None = None
+    ground: np.ndarray | None = None
+
+
+def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -> list[Levels]:
+    """The :class:`Levels` of each pair, from samples of the whole tile.
+
+    Samples are taken on a grid ``_STEP`` pixels apart and smoothed where they lie, so a tile
+    is not smoothed whole for its statistics.
+    """
+    sigma = params.smooth_m / pixel_size
+    out = []
+    for pair in pairs:
+        if pair.kind == "dsm":
+            before = _smooth(pair.before[:1], sigma)[0]
+            out.append(Levels(ground=_ground(before, pixel_size)))
+            continue
+        valid = _shrink(pair.valid, int(np.ceil(2 * sigma)) + 1)
+        # The grid of detect.sampling.sampled: every _STEP-th pixel, or every pixel when that
+        # holds fewer than 64 valid ones.
+        step = _STEP if valid[::_STEP, ::_STEP].sum() >= 64 else 1
+        before = _smooth_at(pair.before, sigma, step)
+        after = _smooth_at(pair.after, sigma, step)
+        valid = valid[::step, ::step]
+        vegetation = _vegetation(before, after, pair.bands, params)
+        quiet = valid & ~(vegetation[0] & vegetation[1]) if vegetation else valid
+        if quiet.sum() < 0.1 * valid.sum():
+            quiet = valid
+        spread, noise = _noise(before[:, quiet], after[:, quiet])
+        lum = _smooth(_weighted_sum(pair.before, 1.0 / spread)[np.newaxis], sigma)[0]
+        out.append(
+            Levels(
+                spread=spread,
+                noise=noise,
+                edges=edge_floor(lum, window_px=_structure_window(pixel_size)),
+                lit=tuple(
+                    float(np.median(epoch[:, valid].mean(axis=0))) if valid.any() else np.nan
+                    for epoch in (before, after)
+                ),
+                median=np.median(np.maximum(before, 0.0).reshape(len(before), -1), axis=1),
+            )
+        )
+    return out
+
+
+def _smooth_at(data: np.ndarray, sigma: float, step: int) -> np.ndarray:
+    """``_smooth(data, sigma)[:, ::step, ::step]``, smoothing only there: float32 (n, h', w')."""
+    if step == 1 or sigma <= 0:
+        return _smooth(data, sigma)[:, ::step, ::step]
+    radius = _smooth_radius(sigma)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    rows = _reflect(np.arange(0, data.shape[1], step)[:, None] + offsets, data.shape[1])
+    cols = _reflect(np.arange(0, data.shape[2], step)[:, None] + offsets, data.shape[2])
+    part = sum(w * data[:, rows[:, k], :].astype(np.float64) for k, w in enumerate(weights))
+    out = sum(w * part[:, :, cols[:, k]] for k, w in enumerate(weights))
+    return out.astype(np.float32)
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Indexes beyond 0..size-1 mirrored as scipy.ndimage's ``reflect`` mode does."""
+    period = 2 * size
+    index = np.mod(index, period)
+    return np.where(index < size, index, period - 1 - index)
 
 
 class _Optical(NamedTuple):
@@ -135,9 +234,15 @@ class _Optical(NamedTuple):
 
 
 def compute_cues(
-    pairs: list[Pair], shape: tuple[int, int], *, pixel_size: float, params: DetectParams
+    pairs: list[Pair],
+    shape: tuple[int, int],
+    *,
+    pixel_size: float,
+    params: DetectParams,
+    levels: list[Levels] | None = None,
+    window: tuple[slice, slice] | None = None,
 ) -> Cues:
-    """Compute every cue of a tile and fuse them into a score.
+    """Compute every cue of a tile, or of a window of it, and fuse them into a score.
 
     Optical pairs (satellite, drone) are averaged where several overlap; nuisances of any pair
     count; vegetation comes from the pair with NDVI when there is one.
@@ -151,28 +256,41 @@ def compute_cues(
     pixel_size : float, keyword-only
         Metres per pixel.
     params : DetectParams, keyword-only
+    levels : list of Levels, keyword-only
+        The pairs' :func:`tile_levels`, when already taken.
+    window : tuple of slice, keyword-only
+        (rows, cols) of the tile to compute; None for all of it. A window's cues equal the
+        whole tile's cut to it, but for pixels within a few smoothing and structure widths of
+        the window's edge.
 
     Returns
     -------
     Cues
+        Maps of the window's shape.
     """
+    if levels is None:
+        levels = tile_levels(pairs, pixel_size=pixel_size, params=params)
+    if window is not None:
+        pairs = [_crop(pair, window) for pair in pairs]
+        levels = [
+            level._replace(ground=level.ground[window]) if level.ground is not None else level
+            for level in levels
+        ]
+        shape = pairs[0].valid.shape if pairs else (0, 0)
     sigma = params.smooth_m / pixel_size
     height = np.full(shape, np.nan, np.float32)
     height_before = np.full(shape, np.nan, np.float32)
     optical = []
     cloud = np.zeros(shape, bool)
-    for pair in pairs:
+    for pair, level in zip(pairs, levels, strict=True):
         cloud |= pair.cloud
         valid = _shrink(pair.valid, int(np.ceil(2 * sigma)) + 1)
         before, after = _smooth(pair.before, sigma), _smooth(pair.after, sigma)
         if pair.kind == "dsm":
             height = np.where(valid, after[0] - before[0], np.nan).astype(np.float32)
-            ground = _ground(before[0], pixel_size)
-            height_before = np.where(valid, before[0] - ground, np.nan).astype(np.float32)
+            height_before = np.where(valid, before[0] - level.ground, np.nan).astype(np.float32)
         else:
-            optical.append(
-                _optical(pair.kind, pair.bands, before, after, valid, pixel_size, params)
-            )
+            optical.append(_optical(pair, before, after, valid, level, pixel_size, params))
     count = np.zeros(shape, np.float32)
     spectral = np.zeros(shape, np.float32)
     structure = np.zeros(shape, np.float32)
@@ -212,27 +330,52 @@ def compute_cues(
     )
 
 
+def _crop(pair: Pair, window: tuple[slice, slice]) -> Pair:
+    rows, cols = window
+    return pair._replace(
+        before=pair.before[:, rows, cols],
+        after=pair.after[:, rows, cols],
+        valid=pair.valid[rows, cols],
+        cloud=pair.cloud[rows, cols],
+    )
+
+
 def _optical(
-    kind: str,
-    bands: tuple[str, ...],
+    pair: Pair,
     before: np.ndarray,
     after: np.ndarray,
     valid: np.ndarray,
+    level: Levels,
     pixel_size: float,
     params: DetectParams,
 ) -> _Optical:
-    """Spectral and structure change, vegetation, water and shadows of one pair."""
+    """Spectral and structure change, vegetation, water and shadows of one pair, its layers
+    smoothed."""
+    bands = pair.bands
     vegetation = _vegetation(before, after, bands, params)
-    seasonal = vegetation[0] & vegetation[1] if vegetation else np.zeros(valid.shape, bool)
-    quiet = valid & ~seasonal
-    z, spread = _spectral(before, after, quiet if quiet.sum() >= 0.1 * valid.sum() else valid)
-    window = max(3, int(round(_STRUCTURE_WINDOW_M / pixel_size)) | 1)
-    lum_before = _weighted_sum(before, 1.0 / spread)
-    lum_after = _weighted_sum(after, 1.0 / spread)
-    structure = structure_change(lum_before, lum_after, window_px=window)
-    shade = shadows(before, after, valid, bands=bands, kind=kind, shadow_ratio=params.shadow_ratio)
+    z = _spectral(before, after, level.noise)
+    lum_before = _weighted_sum(before, 1.0 / level.spread)
+    lum_after = _weighted_sum(after, 1.0 / level.spread)
+    structure = structure_change(
+        lum_before, lum_after, window_px=_structure_window(pixel_size), floor=level.edges
+    )
+    shade = shadows(
+        before,
+        after,
+        valid,
+        bands=bands,
+        kind=pair.kind,
+        shadow_ratio=params.shadow_ratio,
+        lit=level.lit,
+        median=level.median,
+    )
     water_both = _water(before, after, bands, valid)
     return _Optical(valid, z, structure, vegetation, water_both, *shade)
+
+
+def _structure_window(pixel_size: float) -> int:
+    """Side (px, odd, at least 3) of the window edge density is averaged over."""
+    return max(3, int(round(_STRUCTURE_WINDOW_M / pixel_size)) | 1)
 
 
 def _fuse(
@@ -254,7 +397,7 @@ def _fuse(
     """
     colour = np.where(nuisance, np.float32(0.0), spectral / np.float32(params.spectral_z[1]))
     edges = np.abs(structure) / np.float32(params.structure_change)
-    optical = colour * np.clip(edges, np.float32(1.0), np.float32(2.0))
+    optical = colour * np.clip(edges, np.float32(1.0), np.float32(EDGE_GAIN))
     dh = np.nan_to_num(height, nan=0.0)
     rise = np.abs(dh) / np.float32(params.height_change_m[1])
     rise = np.where((dh > 0) & veg_after, np.float32(0.0), rise)
@@ -284,35 +427,46 @@ def _shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
     return ndi.binary_erosion(mask, iterations=pixels, border_value=1)
 
 
+def _smooth_radius(sigma: float) -> int:
+    """Pixels a :func:`_smooth` of ``sigma`` reaches (scipy's support for ``truncate=2.0``)."""
+    return int(2.0 * sigma + 0.5) if sigma > 0 else 0
+
+
 def _smooth(data: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return data
     return ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0).astype(np.float32)
 
 
-def _spectral(
-    before: np.ndarray, after: np.ndarray, valid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Root-mean-square over bands of the difference in robust standard deviations.
+def _noise(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Robust spread of each band and noise of its differences, from (n, m) samples of both
+    epochs (smoothed, on unchanged-looking pixels).
 
-    The noise of a band is the robust spread of its differences over ``valid``, bounded below
-    by 2 % of the band's own spread and 0.5 % of its bright level in either epoch (so flat or
-    mostly empty bands do not turn every speck, or a rounding error, into change) and above
-    by ``_NOISE_CAP`` times the band's spread (so a tile that changed almost everywhere still
-    shows its strongest changes). Returns the (h, w) magnitude and the (n,) robust spread of
-    each before band (floored the same way), which weights the bands of the brightness image.
+    The noise of a band is the robust spread of its differences, bounded below by 2 % of the
+    band's own spread and 0.5 % of its bright level in either epoch (so flat or mostly empty
+    bands do not turn every speck, or a rounding error, into change) and above by
+    ``_NOISE_CAP`` times the band's spread (so a tile that changed almost everywhere still
+    shows its strongest changes). The spread is floored the same way; it weights the bands of
+    the brightness image. Returns (n,) spreads and (n,) noises.
     """
-    z2 = np.zeros(before.shape[1:], np.float32)
-    spread = np.empty(before.shape[0])
-    samples = zip(sampled(before, valid), sampled(after, valid), strict=True)
-    for k, (b, a, (b_values, a_values)) in enumerate(zip(before, after, samples, strict=True)):
+    n = before.shape[0]
+    spread, noise = np.empty(n), np.empty(n)
+    for k, (b_values, a_values) in enumerate(zip(before, after, strict=True)):
         level = max(float(np.abs(b_values).max(initial=0)), float(np.abs(a_values).max(initial=0)))
         floor = max(0.005 * level, 1e-6)
         spread[k] = max(robust_scale(b_values), floor)
-        noise = min(robust_scale(a_values - b_values), _NOISE_CAP * spread[k])
-        noise = max(noise, 0.02 * spread[k], floor)
-        z2 += ((a - b) / np.float32(noise)) ** 2
-    return np.sqrt(z2 / before.shape[0]), spread
+        noise[k] = min(robust_scale(a_values - b_values), _NOISE_CAP * spread[k])
+        noise[k] = max(noise[k], 0.02 * spread[k], floor)
+    return spread, noise
+
+
+def _spectral(before: np.ndarray, after: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Root-mean-square over bands of the difference in units of each band's ``noise``
+    (see :func:`_noise`), float32 (h, w)."""
+    z2 = np.zeros(before.shape[1:], np.float32)
+    for b, a, scale in zip(before, after, noise, strict=True):
+        z2 += ((a - b) / np.float32(scale)) ** 2
+    return np.sqrt(z2 / before.shape[0])
 
 
 def _vegetation(

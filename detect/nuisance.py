@@ -96,6 +96,8 @@ def shadows(
     bands: tuple[str, ...],
     kind: str,
     shadow_ratio: float,
+    lit: tuple[float, float] | None = None,
+    median: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels in shadow in one epoch only.
 
@@ -111,13 +113,19 @@ def shadows(
         The pair's kind: ``"drone..."`` (display-encoded 0..255) or anything else (linear DN).
     shadow_ratio : float, keyword-only
         A shadow darkens every band to at most this share of its lit brightness.
+    lit : tuple of float, keyword-only
+        Typical (median) brightness of the valid pixels of the before and the after epoch;
+        None takes them from these arrays (give the whole tile's for a window of it).
+    median : ndarray, shape (n,), keyword-only
+        Each before band's median, the scale of the ratios' guard against zero; None takes
+        it from these arrays.
 
     Returns
     -------
     shadow_before, shadow_after : ndarray of bool, shape (h, w)
     """
-    ratios = _ratios(before, after, valid, bands, kind)
-    return _shadows(before, after, valid, ratios, shadow_ratio)
+    ratios = _ratios(before, after, valid, bands, kind, median)
+    return _shadows(before, after, valid, ratios, shadow_ratio, lit)
 
 
 def cloud_mask(
@@ -198,11 +206,18 @@ def cloud_mask(
 
 
 def _ratios(
-    before: np.ndarray, after: np.ndarray, valid: np.ndarray, bands: tuple[str, ...], kind: str
+    before: np.ndarray,
+    after: np.ndarray,
+    valid: np.ndarray,
+    bands: tuple[str, ...],
+    kind: str,
+    median: np.ndarray | None = None,
 ) -> _Ratios:
     gamma = _GAMMA if kind.startswith("drone") else 1.0
     before, after = np.maximum(before, 0.0), np.maximum(after, 0.0)
-    level = np.array([max(float(np.median(b[::_STEP, ::_STEP])), 1e-6) for b in before])
+    if median is None:
+        median = np.array([np.median(b[::_STEP, ::_STEP]) for b in before])
+    level = np.maximum(np.asarray(median, np.float64), 1e-6)
     eps = np.float32(1e-3) * level.astype(np.float32)[:, None, None]
     log_ratio = np.float32(gamma) * np.log((after + eps) / (before + eps))
     highest, lowest = log_ratio.max(axis=0), log_ratio.min(axis=0)
@@ -219,11 +234,17 @@ def _shadows(
     valid: np.ndarray,
     ratios: _Ratios,
     shadow_ratio: float,
+    lit: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     limit = np.log(shadow_ratio)
     gamma = ratios.gamma
-    shadow_after = ratios.flat & (ratios.highest < limit) & _shaded(after, before, valid, gamma)
-    shadow_before = ratios.flat & (ratios.lowest > -limit) & _shaded(before, after, valid, gamma)
+    lit_before, lit_after = lit or (None, None)
+    shadow_after = (
+        ratios.flat & (ratios.highest < limit) & _shaded(after, before, valid, gamma, lit_before)
+    )
+    shadow_before = (
+        ratios.flat & (ratios.lowest > -limit) & _shaded(before, after, valid, gamma, lit_after)
+    )
     if ratios.bluer is not None:
         shadow_after &= ratios.bluer > np.log(_BLUER)
         shadow_before &= ratios.bluer < -np.log(_BLUER)
@@ -235,17 +256,25 @@ def _linear(data: np.ndarray, gamma: float) -> np.ndarray:
     return data if gamma == 1.0 else (np.minimum(data, 255.0) / 255.0) ** gamma
 
 
-def _shaded(shadowed: np.ndarray, lit: np.ndarray, valid: np.ndarray, gamma: float) -> np.ndarray:
+def _shaded(
+    shadowed: np.ndarray,
+    lit: np.ndarray,
+    valid: np.ndarray,
+    gamma: float,
+    typical: float | None = None,
+) -> np.ndarray:
     """Pixels dark enough in ``shadowed`` and not too bright in ``lit`` to be a shadow.
 
     Brightness is the mean over bands of the encoded values; the linear thresholds are encoded
-    with the same gamma.
+    with the same gamma and scale with ``typical``, the median brightness of ``lit`` over the
+    valid pixels (taken here when None; NaN when there are none).
     """
     brightness = lit.mean(axis=0)
-    lit_values = sampled(brightness, valid)
-    if lit_values.size == 0:
+    if typical is None:
+        lit_values = sampled(brightness, valid)
+        typical = float(np.median(lit_values)) if lit_values.size else np.nan
+    if not np.isfinite(typical):
         return np.zeros(valid.shape, bool)
-    typical = np.median(lit_values)
     dark = shadowed.mean(axis=0) < _DARK ** (1 / gamma) * typical
     return dark & (brightness < _LIT ** (1 / gamma) * typical)
 

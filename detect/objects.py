@@ -24,6 +24,7 @@ __all__ = [
     "CHANGE_TYPES",
     "ChangeType",
     "classify",
+    "hysteresis",
     "object_stats",
     "outline",
     "polygons",
@@ -60,6 +61,7 @@ def segment(
     *,
     pixel_size: float,
     params: DetectParams,
+    regions: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Objects from a score map: hysteresis threshold, outline, opening, closing, hole filling.
 
@@ -82,6 +84,8 @@ def segment(
     pixel_size : float, keyword-only
         Metres per pixel.
     params : DetectParams, keyword-only
+    regions : ndarray of bool, shape (h, w), keyword-only
+        :func:`hysteresis` of ``score``, when already taken.
 
     Returns
     -------
@@ -89,7 +93,7 @@ def segment(
         0 for background, 1..n for the 4-connected objects (before any area filter).
     n : int
     """
-    mask = apply_hysteresis_threshold(score, params.score_low, params.score_high)
+    mask = hysteresis(score, params=params) if regions is None else regions.copy()
     regions, n = ndi.label(mask)
     if n == 0:
         return np.zeros(score.shape, np.int32), 0
@@ -104,6 +108,11 @@ def segment(
     mask = ndi.binary_fill_holes(mask) & valid
     labels, n = ndi.label(mask)
     return labels.astype(np.int32), int(n)
+
+
+def hysteresis(score: np.ndarray, *, params: DetectParams) -> np.ndarray:
+    """Pixels above ``score_low`` connected to a pixel above ``score_high``, bool (h, w)."""
+    return apply_hysteresis_threshold(score, params.score_low, params.score_high)
 
 
 def object_stats(

@@ -134,6 +134,8 @@ def _layer(
     ok = (np.abs(data) <= MAX_MAGNITUDE).all(axis=0)  # also False for NaN
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
+    if ok.all():
+        return Layer(kind, tuple(bands), data, ok)
     filled = np.empty_like(data)
     for i, (band, picked) in enumerate(zip(data, sampled(data, ok), strict=True)):
         filled[i] = np.where(ok, band, np.median(picked) if picked.size else 0.0)

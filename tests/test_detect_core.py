@@ -15,6 +15,10 @@ from detect import (
     cue_maps,
     detect_changes,
 )
+from detect.cues import tile_levels
+from detect.focus import focus_windows
+from detect.pairs import prepare_pairs
+from detect.scene import layers
 from errors import ConfigError, InputError
 
 PX = 0.5  # m per pixel
@@ -333,6 +337,67 @@ def test_an_object_crossing_a_tile_edge_is_owned_by_exactly_one_tile():
     assert len(found["west"]) == 1 and len(found["east"]) == 1
     assert found["west"][0] == pytest.approx(520_000 + 163 * PX, abs=1.0)
     assert found["east"][0] == pytest.approx(520_000 + 171 * PX, abs=1.0)
+
+
+def _quarter_tile(shape=(512, 512)):
+    """A tile where a few things changed on mostly quiet ground: four new roofs (two raised
+    in the DSM) with their shadows, a field greener in the after epoch and a nodata strip."""
+    before = _paint(_ground(shape, 3), slice(300, 420), slice(20, 200), GRASS)
+    after = before.copy()
+    after[:, 300:420, 20:200] *= np.array([0.92, 1.1, 0.75, 1.3])[:, None, None]
+    roofs = [(40, 40), (60, 400), (400, 300), (250, 250)]
+    for r, c in roofs:
+        after = _shade(
+            _paint(after, slice(r, r + 30), slice(c, c + 24), CLAY),
+            slice(r - 8, r),
+            slice(c - 8, c + 16),
+        )
+    raised = [(slice(r, r + 30), slice(c, c + 24), 6.0) for r, c in roofs[:2]]
+    valid = np.ones(shape, bool)
+    valid[:, 490:] = False
+    first = Scene(satellite=_dn(before, 1), satellite_bands=BANDS, dsm=_dsm(shape, 1))
+    second = Scene(
+        satellite=np.where(valid, _dn(after, 2), 0.0).astype(np.float32),
+        satellite_bands=BANDS,
+        satellite_valid=valid,
+        dsm=_dsm(shape, 2, raised),
+    )
+    return first, second
+
+
+def test_focusing_on_candidate_windows_finds_what_the_whole_tile_finds():
+    before, after = _quarter_tile()
+    core = (slice(16, 496), slice(16, 496))
+
+    focused = detect_changes(before, after, transform=_transform(), core=core)
+    whole = detect_changes(
+        before, after, transform=_transform(), core=core, params=DetectParams(focus=False)
+    )
+
+    assert len(focused) == 4
+    assert focused.change_type.tolist() == whole.change_type.tolist()
+    for got, want in zip(focused.to_records(), whole.to_records(), strict=True):
+        assert got["geometry"].equals(want["geometry"])
+        assert got == pytest.approx({**want, "geometry": got["geometry"]}, nan_ok=True)
+    assert focused.qa == whole.qa
+    assert focused.cloud.equals(whole.cloud)
+
+
+def test_focus_windows_leave_out_quiet_ground_and_seasonal_vegetation():
+    before, after = _quarter_tile()
+    pairs = prepare_pairs(layers(before), layers(after), pixel_size=PX, params=DetectParams())
+    levels = tile_levels(pairs, pixel_size=PX, params=DetectParams())
+
+    windows = focus_windows(pairs, levels, (512, 512), pixel_size=PX, params=DetectParams())
+
+    covered = np.zeros((512, 512), bool)
+    for window in windows:
+        assert not covered[window].any()  # disjoint
+        covered[window] = True
+    assert covered.mean() < 0.4
+    for r, c in [(40, 40), (60, 400), (400, 300), (250, 250)]:  # every roof and its shadow
+        assert covered[r - 8 : r + 30, c - 8 : c + 24].all()
+    assert not covered[330:390, 60:160].any()  # inside the greener field
 
 
 def test_cue_maps_show_the_change_and_the_shadow_it_casts():

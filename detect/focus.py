@@ -1,0 +1,182 @@
+"""Where a tile can hold change: a cheap screen that spares the cues most of a quiet tile.
+
+Most of a quarter's ground does not change. Before the cues are computed,
+:func:`focus_windows` bounds the fused score (:func:`detect.cues.compute_cues`) from above on
+every pixel, from what is cheap to compute for the whole tile:
+
+* colour: the colour change, smoothed as the cues smooth it (only the difference is smoothed,
+  one array per pair, not both epochs' layers) and in the tile's noise units
+  (:class:`detect.cues.Levels`), with structure at its most (``EDGE_GAIN`` times); none where
+  the pixel is vegetated in both epochs or water in both, where colour counts for nothing.
+  Those indices are linear inequalities in the bands, so they hold after smoothing wherever
+  they hold all around: they are taken on the unsmoothed bands and shrunk by the smoothing
+  radius;
+* height: the smoothed DSM change.
+
+Objects grow from the pixels whose score passes ``score_low`` (the *candidates*), and survive
+the opening only if they hold a disk of ``open_m``, so only the 4-connected parts of the
+candidates that hold the square inscribed in that disk can give objects. Each such part, with
+a margin wider than every filter of the cues and of segmentation, makes a window; overlapping
+windows are joined. The cues of a window are the tile's own (they are computed with the whole
+tile's :class:`detect.cues.Levels`), so its objects are those the whole tile would give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .cues import EDGE_GAIN, Levels, _ramp_to, _smooth, _smooth_radius
+from .indices import vegetated, water
+from .pairs import Pair
+from .params import DetectParams
+
+__all__ = ["focus_windows"]
+
+#: Margin (m) around candidate change: smoothing, structure window, opening and closing,
+#: the ring of object statistics, with room to spare.
+_MARGIN_M = 8.0
+#: Smallest margin (px).
+_MARGIN_PX = 16
+#: Thresholds are loosened by this factor against rounding (the cues smooth each epoch, the
+#: screen their difference).
+_LOOSE = 0.99
+#: Windows covering more than this share of the tile are replaced by the whole tile.
+_WHOLE = 0.5
+
+Window = tuple[slice, slice]
+
+
+def focus_windows(
+    pairs: list[Pair],
+    levels: list[Levels],
+    shape: tuple[int, int],
+    *,
+    pixel_size: float,
+    params: DetectParams,
+) -> list[Window]:
+    """Disjoint windows of the tile that hold every pixel where change can be found.
+
+    Parameters
+    ----------
+    pairs : list of Pair
+    levels : list of Levels
+        The pairs' :func:`detect.cues.tile_levels`.
+    shape : tuple of int
+        Tile shape (h, w).
+    pixel_size : float, keyword-only
+        Metres per pixel.
+    params : DetectParams, keyword-only
+
+    Returns
+    -------
+    list of (slice, slice)
+        Empty when nothing can change; the whole tile when the windows would cover most of it.
+    """
+    sigma = params.smooth_m / pixel_size
+    radius = _smooth_radius(sigma)
+    colour, rise = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    quiet = np.zeros(shape, bool)
+    vegetation: list[tuple[np.ndarray, str]] = []
+    for pair, level in zip(pairs, levels, strict=True):
+        change = _smooth(pair.after - pair.before, sigma)  # = smoothed after - smoothed before
+        if pair.kind == "dsm":
+            height = np.where(pair.valid, np.abs(np.nan_to_num(change[0])), np.float32(0.0))
+            rise = np.maximum(rise, height / np.float32(params.height_change_m[1]))
+            continue
+        z2 = np.zeros(shape, np.float32)
+        for band, noise in zip(change, level.noise, strict=True):
+            z2 += (band / np.float32(noise)) ** 2
+        z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
+        colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
+        wet = water(pair.before, pair.bands), water(pair.after, pair.bands)
+        if wet[0] is not None and wet[1] is not None:
+            quiet |= _eroded(wet[0] & wet[1], radius)
+        first = vegetated(pair.before, pair.bands, params=params)
+        if first is not None:
+            second = vegetated(pair.after, pair.bands, params=params)
+            vegetation.append((first[0] & second[0], first[1]))
+    if vegetation:  # the cues take vegetation from NDVI when a pair has it
+        quiet |= _eroded(sorted(vegetation, key=lambda v: v[1] != "ndvi")[0][0], radius)
+    optical = np.where(quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1]))
+    bound = 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
+        1.0 - _ramp_to(optical, params.spectral_z)
+    )
+    candidate = bound > _LOOSE * params.score_low
+    # An object survives the opening only if it holds a disk of open_m, so it holds the
+    # square inscribed in that disk: only parts of the candidates holding one can be objects.
+    # Each window takes all of such a part (4-connected, as the hysteresis regions are), so
+    # that the region of the score an object grows from lies in one window.
+    open_px = int(round(params.open_m / pixel_size))
+    inscribed = int(open_px / np.sqrt(2.0))
+    seeds = _square(candidate, inscribed, np.logical_and, True) if inscribed else candidate
+    if not seeds.any():
+        return []
+    parts, _ = ndi.label(candidate)
+    margin = max(_MARGIN_PX, int(np.ceil(_MARGIN_M / pixel_size)))
+    found = ndi.find_objects(parts)
+    boxes = [
+        (
+            max(found[i - 1][0].start - margin, 0),
+            min(found[i - 1][0].stop + margin, shape[0]),
+            max(found[i - 1][1].start - margin, 0),
+            min(found[i - 1][1].stop + margin, shape[1]),
+        )
+        for i in np.unique(parts[seeds])
+    ]
+    boxes = _merged(boxes)
+    if sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in boxes) > _WHOLE * shape[0] * shape[1]:
+        return [(slice(0, shape[0]), slice(0, shape[1]))]
+    return [(slice(r0, r1), slice(c0, c1)) for r0, r1, c0, c1 in boxes]
+
+
+def _eroded(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels whose every neighbour within ``radius`` (square; beyond the tile counts as in
+    ``mask``) is in ``mask``: the band indices are linear inequalities, so smoothing keeps
+    them true there."""
+    if not radius or not mask.any() or mask.all():
+        return mask
+    return _square(mask, radius, np.logical_and, True)
+
+
+def _square(mask: np.ndarray, radius: int, combine, outside: bool) -> np.ndarray:
+    """``combine`` of ``mask`` over a (2 radius + 1)² square around each pixel, one axis at a
+    time, pixels beyond the edge taken as ``outside``."""
+    out = mask
+    for axis in (0, 1):
+        size = out.shape[axis]
+        padded = np.full(
+            tuple(n + 2 * radius if a == axis else n for a, n in enumerate(out.shape)), outside
+        )
+        inner = [slice(None)] * 2
+        inner[axis] = slice(radius, radius + size)
+        padded[tuple(inner)] = out
+        result = out.copy()
+        for shift in range(2 * radius + 1):
+            view = [slice(None)] * 2
+            view[axis] = slice(shift, shift + size)
+            combine(result, padded[tuple(view)], out=result)
+        out = result
+    return out
+
+
+def _merged(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Boxes (r0, r1, c0, c1), overlapping ones replaced by their union until none overlap."""
+    boxes = sorted(boxes)
+    merged = True
+    while merged:
+        merged = False
+        out: list[tuple[int, int, int, int]] = []
+        for box in boxes:
+            for i, other in enumerate(out):
+                if box[0] < other[1] and other[0] < box[1] and box[2] < other[3] and other[2] < box[3]:
+                    out[i] = (
+                        min(box[0], other[0]), max(box[1], other[1]),
+                        min(box[2], other[2]), max(box[3], other[3]),
+                    )
+                    merged = True
+                    break
+            else:
+                out.append(box)
+        boxes = sorted(out)
+    return boxes
