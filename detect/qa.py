@@ -25,8 +25,12 @@ __all__ = ["cloud_mask", "cloud_share"]
 def _reflectance(data: np.ndarray) -> np.ndarray:
     if np.issubdtype(data.dtype, np.floating):
         return data.astype(np.float32, copy=False)
-    scale = 255.0 if data.dtype == np.uint8 else 10_000.0
-    return data.astype(np.float32) / scale
+    return data.astype(np.float32) / _dn_scale(data.dtype)
+
+
+def _dn_scale(dtype: np.dtype) -> np.float32:
+    """DN per unit of reflectance of an integer dtype."""
+    return np.float32(255.0 if dtype == np.uint8 else 10_000.0)
 
 
 def cloud_mask(
@@ -81,8 +85,44 @@ def cloud_mask(
 def cloud_share(
     data: np.ndarray, bands: tuple[str, ...], valid: np.ndarray, *, pixel_size: float
 ) -> float:
-    """Share (0–1) of the valid pixels that are cloud or haze."""
+    """Share (0–1) of the valid pixels that are cloud or haze.
+
+    Clouds are large, so the test runs on cells of about ``_CELL_M`` (the mean of each cell's
+    valid pixels), a sixteenth of the pixels of a 0.5 m tile.
+    """
     n = int(valid.sum())
     if n == 0:
         return 0.0
-    return float((cloud_mask(data, bands, valid, pixel_size=pixel_size) & valid).sum() / n)
+    step = max(1, int(round(_CELL_M / pixel_size)))
+    if step == 1 or min(valid.shape) < 4 * step:
+        return float((cloud_mask(data, bands, valid, pixel_size=pixel_size) & valid).sum() / n)
+    cells, counts = _cell_means(data, valid, step)
+    if not np.issubdtype(data.dtype, np.floating):
+        cells /= _dn_scale(data.dtype)
+    cloudy = cloud_mask(cells, bands, counts > 0, pixel_size=pixel_size * step)
+    return float(counts[cloudy].sum() / n)
+
+
+#: Side (m) of the cells :func:`cloud_share` looks for clouds on.
+_CELL_M = 2.0
+
+
+def _cell_means(
+    data: np.ndarray, valid: np.ndarray, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means (float32) over the valid pixels of ``step`` x ``step`` cells (the last ones may
+    be smaller) and the count of valid pixels in each."""
+    h, w = valid.shape
+    pad = ((0, -h % step), (0, -w % step))
+    if any(p[1] for p in pad):
+        data = np.pad(data, ((0, 0), *pad))
+        valid = np.pad(valid, pad)
+    if not valid.all():
+        data = np.where(valid, data, 0)
+    sums = np.zeros((data.shape[0], data.shape[1] // step, data.shape[2] // step), np.float32)
+    counts = np.zeros(sums.shape[1:], np.float32)
+    for i in range(step):
+        for j in range(step):
+            sums += data[:, i::step, j::step]
+            counts += valid[i::step, j::step]
+    return sums / np.maximum(counts, 1.0), counts
