@@ -79,14 +79,14 @@ def focus_windows(
     quiet = np.zeros(shape, bool)
     vegetation: list[tuple[np.ndarray, str]] = []
     for pair, level in zip(pairs, levels, strict=True):
-        change = _smooth(pair.after - pair.before, sigma)  # = smoothed after - smoothed before
         if pair.kind == "dsm":
-            height = np.where(pair.valid, np.abs(np.nan_to_num(change[0])), np.float32(0.0))
+            change = _smoothed_change(pair, 0, sigma)
+            height = np.where(pair.valid, np.abs(np.nan_to_num(change)), np.float32(0.0))
             rise = np.maximum(rise, height / np.float32(params.height_change_m[1]))
             continue
         z2 = np.zeros(shape, np.float32)
-        for band, noise in zip(change, level.noise, strict=True):
-            z2 += (band / np.float32(noise)) ** 2
+        for k, noise in enumerate(level.noise):
+            z2 += (_smoothed_change(pair, k, sigma) / np.float32(noise)) ** 2
         z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
         colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
         wet = water(pair.before, pair.bands), water(pair.after, pair.bands)
@@ -128,6 +128,12 @@ def focus_windows(
     if sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in boxes) > _WHOLE * shape[0] * shape[1]:
         return [(slice(0, shape[0]), slice(0, shape[1]))]
     return [(slice(r0, r1), slice(c0, c1)) for r0, r1, c0, c1 in boxes]
+
+
+def _smoothed_change(pair: Pair, band: int, sigma: float) -> np.ndarray:
+    """One band's smoothed after minus smoothed before (the smoothing of their difference),
+    float32 (h, w); a band at a time keeps the arrays small."""
+    return _smooth((pair.after[band] - pair.before[band])[np.newaxis], sigma)[0]
 
 
 def _eroded(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, TypeVar
 
 from tqdm.auto import tqdm
@@ -61,11 +62,13 @@ class Executor:
         return self.workers or os.cpu_count() or 1
 
     def map(
-        self, fn: Callable[[T], R], items: Iterable[T], *, desc: str = ""
+        self, fn: Callable[[T], R], items: Iterable[T], *, desc: str = "", runs: bool = False
     ) -> Iterator[tuple[T, R]]:
         """Apply ``fn`` to every item; yield ``(item, result)`` as each finishes.
 
         ``fn`` must be a module-level function (it is pickled for process and Dask workers).
+        With ``runs``, each worker takes runs of consecutive items (a few runs per worker)
+        rather than one item at a time: neighbouring tiles then share the worker's caches.
         """
         items = list(items)
         bar = tqdm(total=len(items), desc=desc, unit="tile", disable=not self.progress or None)
@@ -75,10 +78,14 @@ class Executor:
                     result = fn(item)
                     bar.update()
                     yield item, result
-            elif self.name == "processes":
-                yield from self._map_processes(fn, items, bar)
-            else:
-                yield from self._map_dask(fn, items, bar)
+                return
+            size = max(1, -(-len(items) // (4 * self.n_workers))) if runs else 1
+            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+            task = partial(_run, fn)
+            backend = self._map_processes if self.name == "processes" else self._map_dask
+            for chunk, results in backend(task, chunks):
+                bar.update(len(chunk))
+                yield from zip(chunk, results, strict=True)
         finally:
             bar.close()
 
@@ -123,26 +130,29 @@ class Executor:
                 self._backends["client"] = Client(cluster)
         return self._backends["client"]
 
-    def _map_processes(self, fn, items, bar):
+    def _map_processes(self, fn, items):
         pool = self._pool()
         futures = {pool.submit(fn, item): item for item in items}
         try:
             for fut in as_completed(futures):
-                bar.update()
                 yield futures[fut], fut.result()
         finally:
             for fut in futures:
                 fut.cancel()
 
-    def _map_dask(self, fn, items, bar):
+    def _map_dask(self, fn, items):
         from distributed import as_completed as dask_completed
 
         futures = self._client().map(fn, items, pure=False)
         index = {f.key: item for f, item in zip(futures, items, strict=True)}
         try:
             for fut in dask_completed(futures):
-                bar.update()
                 yield index[fut.key], fut.result()
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def _run(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``fn`` over a run of items, in one worker."""
+    return [fn(item) for item in items]

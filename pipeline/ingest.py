@@ -206,7 +206,7 @@ def ingest_epoch(config: Config, epoch_id: str, *, executor: Executor = Executor
                     index.tiles.setdefault(tile.name, {})[kind] = done
                 continue
             jobs.append(_TileJob(grid, tile, touching, str(path), signature))
-    for job, record in executor.map(_ingest_tile, jobs, desc=f"ingest {epoch_id}"):
+    for job, record in executor.map(_ingest_tile, jobs, desc=f"ingest {epoch_id}", runs=True):
         if record is not None:
             index.tiles.setdefault(job.tile.name, {})[job.kind.kind] = record
     index.tiles = dict(sorted(index.tiles.items()))

@@ -130,3 +130,11 @@ def test_sigkilled_run_resumes_to_identical_outputs(small_quarter, tmp_path):
     assert result.returncode == 0, result.stderr
     assert _outputs(killed) == _outputs(whole)
     assert finished >= 3
+
+
+def test_runs_of_items_give_every_item_its_own_result():
+    items = list(range(-13, 0))
+    with Executor("processes", workers=2, progress=False) as executor:
+        got = dict(executor.map(abs, items, runs=True))
+        assert dict(executor.map(abs, [], runs=True)) == {}
+    assert got == {i: -i for i in items}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ from errors import InputError
 from .grid import Bounds, Grid, TileId
 
 __all__ = ["SourceInfo", "describe_source", "read_onto_tile", "write_tile", "read_tile"]
+
+#: GDAL's block cache per process (MB), unless GDAL_CACHEMAX is set: sources stay open between
+#: tiles (see _source), so neighbouring tiles, which share the blocks of their halos, decode
+#: each block once; bounded so that a worker's memory does not grow with the sources.
+os.environ.setdefault("GDAL_CACHEMAX", "256")
+#: Source files kept open per process.
+_OPEN_SOURCES = 8
+_sources: OrderedDict[tuple[str, int, int], rasterio.DatasetReader] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -152,8 +161,14 @@ def read_onto_tile(
         take = file_valid & ~valid
         if not take.any():
             continue
-        data[:, take] = file_data[:, take]
-        valid |= take
+        if used:
+            np.copyto(data, file_data, casting="unsafe", where=take)
+            valid |= take
+        else:  # the first file that covers the tile: all of it
+            data = file_data.astype(dtype, copy=False)
+            if not file_valid.all():
+                data[:, ~file_valid] = 0
+            valid = file_valid
         used.append(info.path)
         if valid.all():
             break
@@ -170,40 +185,40 @@ def _warp_one(
 ) -> tuple[np.ndarray, np.ndarray]:
     resampling = _resampling_for(info, grid, categorical=categorical)
     try:
-        with rasterio.open(info.path) as src:
-            bad = [b for b in bands if not 1 <= b <= src.count]
-            if bad:
-                raise InputError(
-                    f"{info.path} has {src.count} band(s) but band {bad[0]} was asked for; "
-                    "fix the source's bands mapping"
-                )
-            window = _grid_window(src, grid, transform, n)
-            if window is not None:  # already on the grid: a plain windowed read, no warping
-                return _read_window(src, window, n, bands)
-            opts: dict = {}
-            flags = src.mask_flag_enums
-            has_alpha = any(MaskFlags.alpha in f for f in flags)
-            internal_mask = not has_alpha and any(MaskFlags.per_dataset in f for f in flags)
-            if src.nodata is not None:
-                opts.update(src_nodata=src.nodata, nodata=src.nodata)
-            elif not has_alpha:
-                opts["add_alpha"] = True  # otherwise pixels outside the file would read as valid
-            with WarpedVRT(
-                src,
-                crs=grid.rio_crs,
-                transform=transform,
-                width=n,
-                height=n,
-                resampling=resampling,
-                **opts,
-            ) as vrt:
-                data = vrt.read(indexes=list(bands))
-                if src.nodata is None:
-                    valid = vrt.dataset_mask() > 0
-                else:
-                    valid = (vrt.read_masks(indexes=list(bands)) > 0).all(axis=0)
-            if internal_mask:  # a warped VRT ignores per-dataset masks: warp the mask too
-                valid &= _warp_internal_mask(src, grid, transform, n)
+        src = _source(info)
+        bad = [b for b in bands if not 1 <= b <= src.count]
+        if bad:
+            raise InputError(
+                f"{info.path} has {src.count} band(s) but band {bad[0]} was asked for; "
+                "fix the source's bands mapping"
+            )
+        window = _grid_window(src, grid, transform, n)
+        if window is not None:  # already on the grid: a plain windowed read, no warping
+            return _read_window(src, window, n, bands)
+        opts: dict = {}
+        flags = src.mask_flag_enums
+        has_alpha = any(MaskFlags.alpha in f for f in flags)
+        internal_mask = not has_alpha and any(MaskFlags.per_dataset in f for f in flags)
+        if src.nodata is not None:
+            opts.update(src_nodata=src.nodata, nodata=src.nodata)
+        elif not has_alpha:
+            opts["add_alpha"] = True  # otherwise pixels outside the file would read as valid
+        with WarpedVRT(
+            src,
+            crs=grid.rio_crs,
+            transform=transform,
+            width=n,
+            height=n,
+            resampling=resampling,
+            **opts,
+        ) as vrt:
+            data = vrt.read(indexes=list(bands))
+            if src.nodata is None:
+                valid = vrt.dataset_mask() > 0
+            else:
+                valid = (vrt.read_masks(indexes=list(bands)) > 0).all(axis=0)
+        if internal_mask:  # a warped VRT ignores per-dataset masks: warp the mask too
+            valid &= _warp_internal_mask(src, grid, transform, n)
     except RasterioIOError as exc:
         reason = str(exc).split("\n")[0]
         raise InputError(
@@ -212,6 +227,20 @@ def _warp_one(
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _source(info: SourceInfo) -> rasterio.DatasetReader:
+    """``info``'s file, opened once per process and kept open (the last few used) while it is
+    unchanged, so that GDAL's block cache serves the next tile's halo."""
+    key = (info.path, info.size, info.mtime_ns)
+    if key in _sources:
+        _sources.move_to_end(key)
+        return _sources[key]
+    src = rasterio.open(info.path)
+    _sources[key] = src
+    while len(_sources) > _OPEN_SOURCES:
+        _sources.popitem(last=False)[1].close()
+    return src
 
 
 def _grid_window(src, grid: Grid, transform, n: int) -> Window | None:
