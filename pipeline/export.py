@@ -29,6 +29,7 @@ import base64
 import html
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -39,6 +40,7 @@ from xml.sax.saxutils import quoteattr
 import geopandas as gpd
 import pandas as pd
 from openpyxl import Workbook
+from openpyxl.writer.excel import ExcelWriter
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.drawing.image import Image as SheetImage
 from openpyxl.styles import Alignment, Font, PatternFill
@@ -346,7 +348,24 @@ def _write_xlsx(
     ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.oddFooter.center.text = "&P / &N"
     with atomic_path(path) as tmp:
-        wb.save(tmp)
+        _save_workbook(wb, tmp)
+
+
+class _Archive(zipfile.ZipFile):
+    """The workbook's zip archive, its PNG chips stored as they are (deflate cannot shrink them
+    and takes most of the time of saving a worklist with chips)."""
+
+    def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):
+        if str(getattr(zinfo_or_arcname, "filename", zinfo_or_arcname)).endswith(".png"):
+            compress_type = zipfile.ZIP_STORED
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
+
+
+def _save_workbook(wb: Workbook, path: Path) -> None:
+    """:meth:`Workbook.save`, with chips stored rather than deflated (see :class:`_Archive`)."""
+    wb.properties.modified = datetime.now(UTC).replace(tzinfo=None)
+    with _Archive(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        ExcelWriter(wb, archive).save()
 
 
 def _add_chips(
