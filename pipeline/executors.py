@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal, TypeVar
 
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from errors import ConfigError
@@ -155,4 +156,15 @@ class Executor:
 
 def _run(fn: Callable[[T], R], items: list[T]) -> list[R]:
     """``fn`` over a run of items, in one worker."""
+    _one_thread()
     return [fn(item) for item in items]
+
+
+_limits: list = []
+
+
+def _one_thread() -> None:
+    """Keep BLAS and OpenMP to one thread in this worker process, once: the workers are the
+    parallelism, and idle BLAS threads spinning beside another worker's tile slow it down."""
+    if not _limits:
+        _limits.append(threadpool_limits(limits=1))
