@@ -19,7 +19,6 @@ from errors import InputError
 
 from .cues import Cues, compute_cues, tile_levels
 from .cues import _shrink as shrink
-from .cues import _smooth_radius as smooth_radius
 from .focus import focus_windows
 from .objects import classify, hysteresis, object_stats, outline, polygons, segment
 from .pairs import Pair, prepare_pairs

@@ -98,7 +98,9 @@ def focus_windows(
             vegetation.append((first[0] & second[0], first[1]))
     if vegetation:  # the cues take vegetation from NDVI when a pair has it
         quiet |= _eroded(sorted(vegetation, key=lambda v: v[1] != "ndvi")[0][0], radius)
-    optical = np.where(quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1]))
+    optical = np.where(
+        quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1])
+    )
     bound = 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
         1.0 - _ramp_to(optical, params.spectral_z)
     )
@@ -175,10 +177,17 @@ def _merged(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int,
         out: list[tuple[int, int, int, int]] = []
         for box in boxes:
             for i, other in enumerate(out):
-                if box[0] < other[1] and other[0] < box[1] and box[2] < other[3] and other[2] < box[3]:
+                if (
+                    box[0] < other[1]
+                    and other[0] < box[1]
+                    and box[2] < other[3]
+                    and other[2] < box[3]
+                ):
                     out[i] = (
-                        min(box[0], other[0]), max(box[1], other[1]),
-                        min(box[2], other[2]), max(box[3], other[3]),
+                        min(box[0], other[0]),
+                        max(box[1], other[1]),
+                        min(box[2], other[2]),
+                        max(box[3], other[3]),
                     )
                     merged = True
                     break

@@ -36,7 +36,6 @@ from affine import Affine
 from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import disk
-from sklearn.ensemble import HistGradientBoostingClassifier
 
 from errors import InputError
 
@@ -344,6 +343,8 @@ def fit(
             + ("change" if y.any() else "no change")
             + "; give pairs whose labels mark both change and no change"
         )
+    from sklearn.ensemble import HistGradientBoostingClassifier  # slow to import; only to train
+
     classifier = HistGradientBoostingClassifier(**_CLASSIFIER, random_state=seed)
     classifier.fit(np.concatenate([x for x, _ in samples]), y)
     return Model(

@@ -107,9 +107,7 @@ def cloud_share(
 _CELL_M = 2.0
 
 
-def _cell_means(
-    data: np.ndarray, valid: np.ndarray, step: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _cell_means(data: np.ndarray, valid: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Means (float32) over the valid pixels of ``step`` x ``step`` cells (the last ones may
     be smaller) and the count of valid pixels in each."""
     h, w = valid.shape

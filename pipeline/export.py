@@ -40,12 +40,12 @@ from xml.sax.saxutils import quoteattr
 import geopandas as gpd
 import pandas as pd
 from openpyxl import Workbook
-from openpyxl.writer.excel import ExcelWriter
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.drawing.image import Image as SheetImage
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.writer.excel import ExcelWriter
 
 from errors import InputError
 

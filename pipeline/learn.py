@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
 from tqdm.auto import tqdm
 
 from detect import DetectParams, change_mask
@@ -34,6 +33,9 @@ from errors import InputError
 
 from .atomic import atomic_path
 from .pairs import ImagePair, list_pairs, read_pair, write_mask
+
+#: The installed scikit-learn (imported only to train or load a model: it is slow to import).
+_SKLEARN = metadata.version("scikit-learn")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -235,7 +237,7 @@ def save_model(model: Model, path: str | os.PathLike, *, trained_on: Sequence[st
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,
         "tuban_version": _version("tuban"),
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": _SKLEARN,
         "feature_names": list(model.feature_names),
         "scales_m": list(model.scales_m),
         "pixel_sizes": list(model.pixel_sizes),
@@ -275,10 +277,10 @@ def load_model(path: str | os.PathLike) -> Model:
             f"{path} is a format-{header.get('format_version')} model but this tuban reads "
             f"format {FORMAT_VERSION}; {retrain}"
         )
-    if header.get("sklearn_version") != sklearn.__version__:
+    if header.get("sklearn_version") != _SKLEARN:
         raise InputError(
             f"{path} was trained with scikit-learn {header.get('sklearn_version')} but "
-            f"{sklearn.__version__} is installed; {retrain}"
+            f"{_SKLEARN} is installed; {retrain}"
         )
     return Model(
         classifier=pickle.loads(header["classifier"]),
