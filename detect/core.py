@@ -19,7 +19,7 @@ from errors import InputError
 
 from .cues import Cues, compute_cues, tile_levels
 from .cues import _shrink as shrink
-from .focus import focus_windows
+from .focus import focus_windows, spills
 from .objects import classify, hysteresis, object_stats, outline, polygons, segment
 from .pairs import Pair, prepare_pairs
 from .params import DetectParams
@@ -322,7 +322,7 @@ def _detect(
         if not cues.valid.any():
             continue
         regions = hysteresis(cues.score, params=params)
-        if _spills(regions, window, shape):
+        if spills(regions, window, shape, pixel_size=pixel_size, params=params):
             # A region of the score runs out of the window: compare the whole tile instead.
             labels[:], parts, windows = 0, [], [whole]
             continue
@@ -357,17 +357,6 @@ def _detect(
     labels = relabel[labels]
     keep = _kept(stats, shape, pixel_size=pixel_size, params=params, core=core)
     return labels, keep, stats, coverage, pairs
-
-
-def _spills(regions: np.ndarray, window: tuple[slice, slice], shape: tuple[int, int]) -> bool:
-    """Whether ``regions`` (of ``window``) reach an edge of the window inside the tile."""
-    rows, cols = window
-    return bool(
-        (rows.start > 0 and regions[0].any())
-        or (rows.stop < shape[0] and regions[-1].any())
-        or (cols.start > 0 and regions[:, 0].any())
-        or (cols.stop < shape[1] and regions[:, -1].any())
-    )
 
 
 def _coverage(

@@ -31,7 +31,7 @@ from .indices import vegetated, water
 from .pairs import Pair
 from .params import DetectParams
 
-__all__ = ["focus_windows"]
+__all__ = ["focus_windows", "spills"]
 
 #: Margin (m) around candidate change: smoothing, structure window, opening and closing,
 #: the ring of object statistics, with room to spare.
@@ -109,9 +109,7 @@ def focus_windows(
     # square inscribed in that disk: only parts of the candidates holding one can be objects.
     # Each window takes all of such a part (4-connected, as the hysteresis regions are), so
     # that the region of the score an object grows from lies in one window.
-    open_px = int(round(params.open_m / pixel_size))
-    inscribed = int(open_px / np.sqrt(2.0))
-    seeds = _square(candidate, inscribed, np.logical_and, True) if inscribed else candidate
+    seeds = _seeds(candidate, pixel_size, params)
     if not seeds.any():
         return []
     parts, _ = ndi.label(candidate)
@@ -136,6 +134,41 @@ def _smoothed_change(pair: Pair, band: int, sigma: float) -> np.ndarray:
     """One band's smoothed after minus smoothed before (the smoothing of their difference),
     float32 (h, w); a band at a time keeps the arrays small."""
     return _smooth((pair.after[band] - pair.before[band])[np.newaxis], sigma)[0]
+
+
+def spills(
+    regions: np.ndarray,
+    window: Window,
+    shape: tuple[int, int],
+    *,
+    pixel_size: float,
+    params: DetectParams,
+) -> bool:
+    """Whether a region of the score that can hold an object runs out of its window.
+
+    ``regions`` are the hysteresis regions of a window's score (see
+    :func:`detect.objects.hysteresis`). A region touching an edge of the window inside the tile
+    may go on beyond it; only a region that holds the square an object needs can matter (the
+    cues of a window differ from the tile's within a pixel or two of its edge, and specks of
+    noise straddle any edge).
+    """
+    rows, cols = window
+    edge = np.zeros(regions.shape, bool)
+    edge[0, :] |= rows.start > 0
+    edge[-1, :] |= rows.stop < shape[0]
+    edge[:, 0] |= cols.start > 0
+    edge[:, -1] |= cols.stop < shape[1]
+    if not (regions & edge).any():
+        return False
+    parts, _ = ndi.label(regions)
+    touching = np.unique(parts[regions & edge])
+    return bool(np.isin(parts[_seeds(regions, pixel_size, params)], touching).any())
+
+
+def _seeds(candidate: np.ndarray, pixel_size: float, params: DetectParams) -> np.ndarray:
+    """Centres of the squares inscribed in the opening's disk that fit in ``candidate``."""
+    inscribed = int(int(round(params.open_m / pixel_size)) / np.sqrt(2.0))
+    return _square(candidate, inscribed, np.logical_and, True) if inscribed else candidate
 
 
 def _eroded(mask: np.ndarray, radius: int) -> np.ndarray:
