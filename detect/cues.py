@@ -205,13 +205,12 @@ def _smooth_at(data: np.ndarray, sigma: float, step: int) -> np.ndarray:
         return _smooth(data, sigma)[:, ::step, ::step]
     radius = _smooth_radius(sigma)
     offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
+    weights = _gaussian_weights(sigma, radius)
     rows = _reflect(np.arange(0, data.shape[1], step)[:, None] + offsets, data.shape[1])
     cols = _reflect(np.arange(0, data.shape[2], step)[:, None] + offsets, data.shape[2])
-    part = sum(w * data[:, rows[:, k], :].astype(np.float64) for k, w in enumerate(weights))
-    out = sum(w * part[:, :, cols[:, k]] for k, w in enumerate(weights))
-    return out.astype(np.float32)
+    weights = weights.astype(np.float32)
+    part = sum(w * data[:, rows[:, k], :] for k, w in enumerate(weights))
+    return sum(w * part[:, :, cols[:, k]] for k, w in enumerate(weights)).astype(np.float32)
 
 
 def _reflect(index: np.ndarray, size: int) -> np.ndarray:
@@ -433,9 +432,42 @@ def _smooth_radius(sigma: float) -> int:
 
 
 def _smooth(data: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of the last two axes of (n, h, w) ``data``, float32 (n, h, w).
+
+    :func:`scipy.ndimage.gaussian_filter` with ``truncate=2.0`` and ``reflect`` edges, in
+    float32 and a few shifted sums per axis (the kernel spans a few pixels): several times
+    faster than scipy, which filters in float64.
+    """
     if sigma <= 0:
         return data
-    return ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0).astype(np.float32)
+    radius = _smooth_radius(sigma)
+    weights = _gaussian_weights(sigma, radius).astype(np.float32)
+    if radius >= min(data.shape[-2:]):  # a kernel wider than the image reflects repeatedly
+        return ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0).astype(np.float32)
+    out = np.asarray(data, np.float32)
+    for axis in (-2, -1):
+        out = _correlate(out, weights, axis)
+    return out
+
+
+def _gaussian_weights(sigma: float, radius: int) -> np.ndarray:
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def _correlate(data: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """``data`` correlated with a symmetric odd ``weights`` along ``axis`` (reflect edges)."""
+    radius = len(weights) // 2
+    x = np.moveaxis(data, axis, -1)
+    out = x * weights[radius]
+    for k in range(1, radius + 1):
+        w = weights[radius + k]
+        out[..., k:] += w * x[..., :-k]
+        out[..., :-k] += w * x[..., k:]
+        out[..., :k] += w * x[..., k - 1 :: -1]
+        out[..., -k:] += w * x[..., : -k - 1 : -1]
+    return np.moveaxis(out, -1, axis)
 
 
 def _noise(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,3 +97,22 @@ def test_all_nodata_gives_no_objects_and_nothing_compared(shape, fill):
 def test_empty_scenes_compare_nothing():
     result = detect_changes(Scene(), Scene(), transform=TRANSFORM)
     assert len(result) == 0 and result.qa["compared"] == ""
+
+
+@SETTINGS
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)),
+        elements=st.floats(0, 10_000, width=32),
+    ),
+    st.floats(0.1, 3.0),
+)
+def test_smoothing_is_scipys_gaussian_filter(data, sigma):
+    from scipy import ndimage as ndi
+
+    from detect.cues import _smooth, _smooth_at
+
+    want = ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0)
+    assert np.allclose(_smooth(data, sigma), want, rtol=1e-5, atol=1e-2)
+    assert np.allclose(_smooth_at(data, sigma, 4), want[:, ::4, ::4], rtol=1e-5, atol=1e-2)
