@@ -381,13 +381,17 @@ def _pixel_size(transform: Affine) -> float:
     return size
 
 
-def _qa(pairs: list[Pair], valid: np.ndarray, cloud: np.ndarray) -> dict[str, Any]:
-    compared = int(valid.sum())
-    qa: dict[str, Any] = {
-        "compared": ",".join(p.kind for p in pairs),
-        "valid_fraction": compared / valid.size if valid.size else 0.0,
+def coverage_qa(valid: np.ndarray, cloud: np.ndarray) -> dict[str, float]:
+    """``valid_fraction`` (share of the tile compared) and ``cloud_fraction`` (share of the
+    pixels valid in both epochs that cloud kept from being compared) of a tile."""
+    return {
+        "valid_fraction": int(valid.sum()) / valid.size if valid.size else 0.0,
         "cloud_fraction": float(cloud.sum() / max(int((valid | cloud).sum()), 1)),
     }
+
+
+def _qa(pairs: list[Pair], valid: np.ndarray, cloud: np.ndarray) -> dict[str, Any]:
+    qa: dict[str, Any] = {"compared": ",".join(p.kind for p in pairs), **coverage_qa(valid, cloud)}
     best = max(pairs, key=lambda p: p.shift.confidence, default=None)
     for prefix, pair in [("", best)] + [(f"{p.kind}_", p) for p in pairs]:
         if pair is None:

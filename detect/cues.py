@@ -123,7 +123,7 @@ def structure_change(
         and ``c`` the tile's median ``Eb`` (so faint texture on both sides stays near 0).
     """
     density = [_edge_density(img, window_px) for img in (before, after)]
-    c = (edge_floor(before, window_px=window_px) if floor is None else floor) + 1e-6
+    c = (_median_sampled(density[0]) if floor is None else floor) + 1e-6
     return ((density[1] - density[0]) / (density[1] + density[0] + np.float32(c))).astype(
         np.float32
     )
@@ -131,7 +131,11 @@ def structure_change(
 
 def edge_floor(image: np.ndarray, *, window_px: int) -> float:
     """The median local edge density of an image: :func:`structure_change`'s ``c``."""
-    return float(np.median(_edge_density(image, window_px)[::_STEP, ::_STEP]))
+    return _median_sampled(_edge_density(image, window_px))
+
+
+def _median_sampled(values: np.ndarray) -> float:
+    return float(np.median(values[::_STEP, ::_STEP]))
 
 
 def _edge_density(image: np.ndarray, window_px: int) -> np.ndarray:
@@ -200,7 +204,8 @@ def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -
 
 
 def _smooth_at(data: np.ndarray, sigma: float, step: int) -> np.ndarray:
-    """``_smooth(data, sigma)[:, ::step, ::step]``, smoothing only there: float32 (n, h', w')."""
+    """``_smooth(data, sigma)[:, ::step, ::step]`` (to float32 rounding), smoothing only
+    there: float32 (n, h', w')."""
     if step == 1 or sigma <= 0:
         return _smooth(data, sigma)[:, ::step, ::step]
     radius = _smooth_radius(sigma)
@@ -400,10 +405,14 @@ def _fuse(
     dh = np.nan_to_num(height, nan=0.0)
     rise = np.abs(dh) / np.float32(params.height_change_m[1])
     rise = np.where((dh > 0) & veg_after, np.float32(0.0), rise)
-    score = 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
+    return _noisy_or(rise, optical, params).astype(np.float32), np.maximum(colour, rise)
+
+
+def _noisy_or(rise: np.ndarray, optical: np.ndarray, params: DetectParams) -> np.ndarray:
+    """The score of height and optical evidence (each as a share of its ``high`` end)."""
+    return 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
         1.0 - _ramp_to(optical, params.spectral_z)
     )
-    return score.astype(np.float32), np.maximum(colour, rise)
 
 
 def _ramp_to(strength: np.ndarray, cue: tuple[float, float]) -> np.ndarray:

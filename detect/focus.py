@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .cues import EDGE_GAIN, Levels, _ramp_to, _smooth, _smooth_radius
+from .cues import EDGE_GAIN, Levels, _noisy_or, _smooth, _smooth_radius
 from .indices import vegetated, water
 from .pairs import Pair
 from .params import DetectParams
@@ -101,10 +101,7 @@ def focus_windows(
     optical = np.where(
         quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1])
     )
-    bound = 1.0 - (1.0 - _ramp_to(rise, params.height_change_m)) * (
-        1.0 - _ramp_to(optical, params.spectral_z)
-    )
-    candidate = bound > _LOOSE * params.score_low
+    candidate = _noisy_or(rise, optical, params) > _LOOSE * params.score_low
     # An object survives the opening only if it holds a disk of open_m, so it holds the
     # square inscribed in that disk: only parts of the candidates holding one can be objects.
     # Each window takes all of such a part (4-connected, as the hysteresis regions are), so

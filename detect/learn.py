@@ -40,7 +40,7 @@ from skimage.morphology import disk
 from errors import InputError
 
 from .align import apply_shift, measure_shift
-from .core import TileResult, cue_maps, kept_objects, objects_result
+from .core import TileResult, _pixel_size, coverage_qa, cue_maps, kept_objects, objects_result
 from .params import DetectParams
 from .scene import Layer, Scene, check_pair, layers
 
@@ -461,22 +461,13 @@ def detect_changes_learned(
         ``qa`` holds ``scorer`` (``"learned"``), ``valid_fraction`` and ``cloud_fraction``
         (as :func:`detect.detect_changes` reports them).
     """
-    pixel_size = float(np.sqrt(abs(transform.determinant)))
-    if not np.isfinite(pixel_size) or pixel_size <= 0:
-        raise InputError(
-            f"transform {tuple(transform)[:6]} has no pixel area; give the tile's Affine"
-        )
+    pixel_size = _pixel_size(transform)
     change = probability(model, before, after, pixel_size=pixel_size, params=params)
     cues = cue_maps(before, after, pixel_size=pixel_size, params=params)
     cues = replace(cues, score=np.where(cues.valid, change, 0.0).astype(np.float32))
     labels, n = _segment(cues.score, model, pixel_size)
     keep, stats = kept_objects(labels, n, cues, pixel_size=pixel_size, params=params, core=core)
-    compared = int(cues.valid.sum())
-    qa = {
-        "scorer": "learned",
-        "valid_fraction": compared / cues.valid.size if cues.valid.size else 0.0,
-        "cloud_fraction": float(cues.cloud.sum() / max(int((cues.valid | cues.cloud).sum()), 1)),
-    }
+    qa = {"scorer": "learned", **coverage_qa(cues.valid, cues.cloud)}
     return objects_result(
         labels, keep, stats, cloud=cues.cloud, transform=transform, params=params, qa=qa
     )

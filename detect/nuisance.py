@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from .sampling import sampled
+from .sampling import block_sums, sampled
 
 __all__ = ["cloud_mask", "shadows"]
 
@@ -413,9 +413,4 @@ def _large(mask: np.ndarray, min_px: float) -> np.ndarray:
 def _blocks(data: np.ndarray, step: int) -> np.ndarray:
     """Means of ``step`` x ``step`` blocks over the last two axes, float32; rows and columns
     beyond the last whole block are left out."""
-    h, w = data.shape[-2] // step * step, data.shape[-1] // step * step
-    total = np.zeros((*data.shape[:-2], h // step, w // step), np.float32)
-    for i in range(step):
-        for j in range(step):
-            total += data[..., i:h:step, j:w:step]
-    return total / np.float32(step * step)
+    return block_sums(data, step) / np.float32(step * step)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .sampling import block_sums
+
 __all__ = ["cloud_mask", "cloud_share"]
 
 
@@ -117,10 +119,5 @@ def _cell_means(data: np.ndarray, valid: np.ndarray, step: int) -> tuple[np.ndar
         valid = np.pad(valid, pad)
     if not valid.all():
         data = np.where(valid, data, 0)
-    sums = np.zeros((data.shape[0], data.shape[1] // step, data.shape[2] // step), np.float32)
-    counts = np.zeros(sums.shape[1:], np.float32)
-    for i in range(step):
-        for j in range(step):
-            sums += data[:, i::step, j::step]
-            counts += valid[i::step, j::step]
-    return sums / np.maximum(counts, 1.0), counts
+    counts = block_sums(valid, step)
+    return block_sums(data, step) / np.maximum(counts, 1.0), counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sampled"]
+__all__ = ["block_sums", "sampled"]
 
 
 def sampled(
@@ -29,3 +29,14 @@ def sampled(
     if mask[::step, ::step].sum() < minimum:
         step = 1
     return values[..., ::step, ::step][..., mask[::step, ::step]]
+
+
+def block_sums(data: np.ndarray, step: int) -> np.ndarray:
+    """Sums of ``step`` x ``step`` blocks over the last two axes, float32; rows and columns
+    beyond the last whole block are left out."""
+    h, w = data.shape[-2] // step * step, data.shape[-1] // step * step
+    total = np.zeros((*data.shape[:-2], h // step, w // step), np.float32)
+    for i in range(step):
+        for j in range(step):
+            total += data[..., i:h:step, j:w:step]
+    return total

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -58,7 +59,7 @@ class _PairJob:
     params: DetectParams
     result_path: str  # where the worker records the tile's result
     signature: str  # inputs and parameters the result was made from
-    model: Model | None = None  # the learned scorer of [detect] model, if any
+    model: str | None = None  # file of the learned scorer of [detect] model, if any
 
 
 def changes_path(config: Config) -> Path:
@@ -104,7 +105,8 @@ def detect_quarter(
             )
     _check_comparable(config, before, after)
     params = detect_params(config)
-    model, model_token = detect_model(config)
+    model, model_token = detect_model(config)  # checked here, loaded again once per worker
+    model_path = None if model is None else str(config.resolve(config.detect.model))
     tile_dir = changes_path(config).with_suffix("")
     jobs = [
         _PairJob(
@@ -115,7 +117,7 @@ def detect_quarter(
             params,
             str(tile_dir / f"{name}.json"),
             _pair_signature(before.tiles[name], after.tiles[name], params, model_token),
-            model,
+            model_path,
         )
         for name in sorted(set(before.tiles) & set(after.tiles))
     ]
@@ -231,7 +233,12 @@ def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict, bytes]:
         result = detect_changes(before, after, transform=transform, params=job.params, core=core)
     else:
         result = detect_changes_learned(
-            before, after, model=job.model, transform=transform, params=job.params, core=core
+            before,
+            after,
+            model=_worker_model(job.model),
+            transform=transform,
+            params=job.params,
+            core=core,
         )
     table = pd.DataFrame(result.to_records())
     if len(table):
@@ -250,6 +257,18 @@ def _detect_tile(job: _PairJob) -> tuple[pd.DataFrame, dict, bytes]:
         },
     )
     return table, qa, cloud
+
+
+def _worker_model(path: str) -> Model:
+    """The learned scorer in ``path``, read once per worker while the file is unchanged (a
+    tile job names the file rather than carrying the classifier)."""
+    stat = Path(path).stat()
+    return _load_model(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_model(path: str, size: int, mtime_ns: int) -> Model:
+    return load_model(path)
 
 
 def _plain(value):

@@ -122,8 +122,9 @@ def write_chips(
     items = list(zip(tasks["task_id"], boxes, geoms, folders, strict=True))
     # neighbours together: by tile row (north first), then west to east
     items.sort(key=lambda item: (-math.floor(item[1].top / grid.span), item[1].left))
+    indexes = load_index(Path(work), before), load_index(Path(work), after)
     jobs = [
-        _ChipJob(Path(work), grid, before, after, batch, options)
+        _ChipJob(Path(work), grid, *indexes, batch, options)
         for batch in _batches(items, 1 if executor is None else executor.n_workers)
     ]
     if executor is None:
@@ -137,8 +138,8 @@ def write_chips(
 class _ChipJob:
     work: Path
     grid: Grid
-    before: str
-    after: str
+    before: EpochIndex
+    after: EpochIndex
     items: list  # (task_id, box, geometry, folder)
     options: ChipOptions
 
@@ -156,8 +157,8 @@ def _write_batch(job: _ChipJob) -> list[tuple[str, Chip]]:
     """Worker: the before and after chips of a batch of tasks."""
     shown: dict[str, list] = {}
     with ExitStack() as stack:
-        for label, epoch in (("before", job.before), ("after", job.after)):
-            reader = _Reader(job.work, load_index(job.work, epoch), job.grid, stack)
+        for label, index in (("before", job.before), ("after", job.after)):
+            reader = _Reader(job.work, index, job.grid, stack)
             shown[label] = [
                 _write_chip(
                     reader, box, geom, folder / f"{task_id}_{label}.png", options=job.options

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Literal, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -160,11 +160,8 @@ def _run(fn: Callable[[T], R], items: list[T]) -> list[R]:
     return [fn(item) for item in items]
 
 
-_limits: list = []
-
-
-def _one_thread() -> None:
+@cache
+def _one_thread() -> threadpool_limits:
     """Keep BLAS and OpenMP to one thread in this worker process, once: the workers are the
     parallelism, and idle BLAS threads spinning beside another worker's tile slow it down."""
-    if not _limits:
-        _limits.append(threadpool_limits(limits=1))
+    return threadpool_limits(limits=1)

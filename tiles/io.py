@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +35,9 @@ __all__ = ["SourceInfo", "describe_source", "read_onto_tile", "write_tile", "rea
 #: tiles (see _source), so neighbouring tiles, which share the blocks of their halos, decode
 #: each block once; bounded so that a worker's memory does not grow with the sources.
 os.environ.setdefault("GDAL_CACHEMAX", "256")
-#: Source files kept open per process.
+#: Source files kept open per thread (a GDAL dataset is not shared between threads).
 _OPEN_SOURCES = 8
-_sources: OrderedDict[tuple[str, int, int], rasterio.DatasetReader] = OrderedDict()
+_open = threading.local()
 
 
 @dataclass(frozen=True)
@@ -230,16 +231,17 @@ def _warp_one(
 
 
 def _source(info: SourceInfo) -> rasterio.DatasetReader:
-    """``info``'s file, opened once per process and kept open (the last few used) while it is
+    """``info``'s file, opened once per thread and kept open (the last few used) while it is
     unchanged, so that GDAL's block cache serves the next tile's halo."""
-    key = (info.path, info.size, info.mtime_ns)
-    if key in _sources:
-        _sources.move_to_end(key)
-        return _sources[key]
+    key = info.signature
+    sources = _open.__dict__.setdefault("sources", OrderedDict())
+    if key in sources:
+        sources.move_to_end(key)
+        return sources[key]
     src = rasterio.open(info.path)
-    _sources[key] = src
-    while len(_sources) > _OPEN_SOURCES:
-        _sources.popitem(last=False)[1].close()
+    sources[key] = src
+    while len(sources) > _OPEN_SOURCES:
+        sources.popitem(last=False)[1].close()
     return src
 
 
