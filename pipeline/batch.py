@@ -19,7 +19,7 @@ from .chips import write_chips
 from .config import Config
 from .executors import Executor
 from .export import write_quarter
-from .ingest import EpochIndex, ingest_epoch
+from .ingest import EpochIndex, ingest_epoch, ingest_epochs
 from .manifest import write_manifest
 from .register import earlier_tasks, read_register, record_quarter
 from .tasks import TaskRules, TaskSet, build_tasks
@@ -157,9 +157,9 @@ def run(
     run_cfg = config.require_run()
     report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
     with executor:
-        for epoch_id in (run_cfg.before, run_cfg.after):
-            with _timed(report, "ingest"):
-                index = ingest(config, epoch_id, executor=executor)
+        with _timed(report, "ingest"):
+            indexes = ingest_epochs(config, [run_cfg.before, run_cfg.after], executor=executor)
+        for epoch_id, index in indexes.items():
             report.counts[f"tiles_{epoch_id}"] = len(index.tiles)
         with _timed(report, "changes"):
             change_set = changes(config, executor=executor, resume=resume)

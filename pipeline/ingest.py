@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ __all__ = [
     "KindPlan",
     "area_of_interest",
     "ingest_epoch",
+    "ingest_epochs",
     "load_index",
     "plan_epoch",
 ]
@@ -179,11 +181,39 @@ def ingest_epoch(config: Config, epoch_id: str, *, executor: Executor = Executor
     EpochIndex
         The index of the epoch's tile store, also saved as ``epochs/<epoch>/index.json``.
     """
+    return ingest_epochs(config, [epoch_id], executor=executor)[epoch_id]
+
+
+def ingest_epochs(
+    config: Config, epoch_ids: Sequence[str], *, executor: Executor = Executor()
+) -> dict[str, EpochIndex]:
+    """:func:`ingest_epoch` of several epochs, their tiles in one pass over the workers (no
+    worker waits for the last tiles of one epoch before the next begins)."""
+    epoch_ids = list(dict.fromkeys(epoch_ids))  # each once
+    indexes: dict[str, EpochIndex] = {}
+    epoch_of: dict[str, str] = {}  # job path -> epoch
+    jobs: list[_TileJob] = []
+    for epoch_id in epoch_ids:
+        indexes[epoch_id], todo = _plan(config, epoch_id)
+        epoch_of.update((job.path, epoch_id) for job in todo)
+        jobs += todo
+    desc = f"ingest {', '.join(epoch_ids)}"
+    for job, record in executor.map(_ingest_tile, jobs, desc=desc, runs=True):
+        if record is not None:
+            index = indexes[epoch_of[job.path]]
+            index.tiles.setdefault(job.tile.name, {})[job.kind.kind] = record
+    for index in indexes.values():
+        index.tiles = dict(sorted(index.tiles.items()))
+        _write_index(index, config.work_dir)
+    return indexes
+
+
+def _plan(config: Config, epoch_id: str) -> tuple[EpochIndex, list[_TileJob]]:
+    """The epoch's index of the tiles already finished, and the jobs of the others."""
     grid = config.grid_spec
     aoi = area_of_interest(config)
     plans = plan_epoch(config, epoch_id)
-    work = config.work_dir
-    store = work / "epochs" / epoch_id
+    store = config.work_dir / "epochs" / epoch_id
     for plan in plans.values():
         if plan.bounds.intersection(aoi) is None:
             raise NoOverlapError(
@@ -206,12 +236,7 @@ def ingest_epoch(config: Config, epoch_id: str, *, executor: Executor = Executor
                     index.tiles.setdefault(tile.name, {})[kind] = done
                 continue
             jobs.append(_TileJob(grid, tile, touching, str(path), signature))
-    for job, record in executor.map(_ingest_tile, jobs, desc=f"ingest {epoch_id}", runs=True):
-        if record is not None:
-            index.tiles.setdefault(job.tile.name, {})[job.kind.kind] = record
-    index.tiles = dict(sorted(index.tiles.items()))
-    _write_index(index, work)
-    return index
+    return index, jobs
 
 
 def _touching(plan: KindPlan, bounds: Bounds) -> KindPlan | None:

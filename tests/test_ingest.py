@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -212,3 +213,48 @@ def test_cli_bad_ingest_input_exits_2_and_keeps_the_store(tmp_path, make_raster,
     assert "sat_nocrs.tif has no CRS" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in (tmp_path / "work").rglob("*") if p.is_file()} == store
+
+
+def test_epochs_ingested_together_on_workers_match_one_by_one(tmp_path, make_raster, area):
+    from pipeline.executors import Executor
+    from pipeline.ingest import ingest_epochs
+
+    rng = np.random.default_rng(3)
+    for name in ("a.tif", "b.tif"):
+        data = rng.integers(100, 4000, (3, 200, 200)).astype(np.uint16)
+        make_raster(name, data, origin=(X0, Y0), nodata=0)
+    text = """
+[grid]
+crs = "EPSG:4547"
+resolution = 0.5
+tile_size = 64
+halo = 8
+[offices]
+path = "offices.gpkg"
+[[epochs]]
+id = "A"
+date = "2024-03-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "a.tif"
+bands = { red = 1, green = 2, blue = 3 }
+[[epochs]]
+id = "B"
+date = "2024-06-20"
+[[epochs.sources]]
+kind = "satellite"
+path = "b.tif"
+bands = { red = 1, green = 2, blue = 3 }
+"""
+    (tmp_path / "quarter.toml").write_text(text, encoding="utf-8")
+    config = load_config(tmp_path / "quarter.toml")
+    alone = {epoch: ingest_epoch(config, epoch) for epoch in ("A", "B")}
+
+    shutil.rmtree(config.work_dir)
+    with Executor("processes", workers=2, progress=False) as executor:
+        together = ingest_epochs(config, ["A", "B", "A"], executor=executor)
+
+    assert list(together) == ["A", "B"]
+    for epoch in ("A", "B"):
+        assert together[epoch].tiles == alone[epoch].tiles
+        assert len(together[epoch].tiles) > 4
