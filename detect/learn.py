@@ -17,7 +17,11 @@ give the same features for the same ground:
   pixels within about 8 m (shadows);
 * **context** over 10-20 m (whole buildings): the colour distance relative to the image's
   median, the share of strongly changed pixels and the smoothed colour distance, and the
-  brightness change over 16 m.
+  brightness change over 16 m;
+* **surroundings** at 3, 6 and 12 m in eight compass directions: how each epoch's brightness
+  and the colour distance there differ from here (a roof with its shadow on one side, a house
+  beside its road). The directions are kept apart, not pooled: within a scene the sun casts
+  every shadow the same way, and that pattern is what marks a building.
 
 :func:`fit` trains a :class:`sklearn.ensemble.HistGradientBoostingClassifier` on pixel samples
 (:func:`training_sample`); :func:`probability` maps a pair; :func:`learned_mask` and
@@ -69,6 +73,10 @@ _COHERENCE_WINDOW_M = 4.0
 _CONTEXT_M = (10.0, 20.0)
 #: Strong change: colour distance this many times the image's median distance.
 _STRONG = (2.0, 4.0)
+#: Distances (m) of the surroundings features, each looked at after a blur of a quarter of it.
+_AROUND_M = (3.0, 6.0, 12.0)
+#: Compass directions of the surroundings features (rows grow southward, columns eastward).
+_COMPASS = ("e", "se", "s", "sw", "w", "nw", "n", "ne")
 #: Share of an epoch's darkest pixels counted as dark (shadow context), and its window (m).
 _DARK_SHARE = 10.0
 _DARK_M = 8.0
@@ -171,6 +179,7 @@ def features(
         found.update(_scale_features(b, a, lum_b, lum_a, scale, pixel_size))
     found.update(_shape_features(lum_b, lum_a, valid, pixel_size))
     found.update(_context_features(found["colour_distance_1m"], lum_a - lum_b, valid, pixel_size))
+    found.update(_surroundings(lum_b, lum_a, found["colour_distance_1m"], pixel_size))
     return Features(
         tuple(found), np.stack([v.astype(np.float32, copy=False) for v in found.values()]), valid
     )
@@ -258,6 +267,31 @@ def _context_features(
         out[f"colour_distance_context_{width:g}m"] = _blur(distance, sigma)
     out["brightness_change_context_16m"] = _blur(brightening, 8.0 / pixel_size)
     return out
+
+
+def _surroundings(
+    lum_b: np.ndarray, lum_a: np.ndarray, distance: np.ndarray, pixel_size: float
+) -> dict[str, np.ndarray]:
+    """Brightness of each epoch and colour distance some metres away in each compass direction,
+    less their value here (both blurred by a quarter of the distance)."""
+    out = {}
+    for name, image in (("before", lum_b), ("after", lum_a), ("change", distance)):
+        for reach in _AROUND_M:
+            steps = reach / pixel_size
+            smooth = _blur(image, steps / 4)
+            for k, direction in enumerate(_COMPASS):
+                angle = k * np.pi / 4
+                away = _shifted(smooth, round(steps * np.sin(angle)), round(steps * np.cos(angle)))
+                out[f"{name}_{direction}_{reach:g}m"] = away - smooth
+    return out
+
+
+def _shifted(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``image`` read ``rows`` down and ``cols`` right of each pixel, mirrored at the edges."""
+    h, w = image.shape
+    padded = np.pad(image, ((abs(rows),) * 2, (abs(cols),) * 2), mode="reflect")
+    top, left = abs(rows) + rows, abs(cols) + cols
+    return padded[top : top + h, left : left + w]
 
 
 def training_sample(

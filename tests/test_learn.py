@@ -108,6 +108,23 @@ def test_features_are_named_finite_float32():
     assert np.isfinite(feats.values).all() and feats.valid.all()
 
 
+def test_surroundings_look_the_named_way():
+    # a new bright roof 6 m east and 6 m south of the scene's centre (48, 48)
+    noise = np.random.default_rng(0).normal(0, 1, (2, 3, 96, 96)).astype(np.float32)
+    before, after = 100.0 + noise
+    after[:, 58:62, 58:62] += 100.0
+    feats = features(scene(before), scene(after), pixel_size=0.5)
+    value = dict(zip(feats.names, feats.values, strict=True))
+    west_of_roof, north_of_roof = (60, 48), (48, 60)
+    for name, far, near in (
+        ("after_e_6m", "after_w_6m", west_of_roof),
+        ("change_e_6m", "change_w_6m", west_of_roof),
+        ("after_s_6m", "after_n_6m", north_of_roof),
+    ):
+        assert value[name][near] > 10 * abs(value[far][near]), name
+    assert value["after_s_6m"][north_of_roof] > 10 * abs(value["before_s_6m"][north_of_roof])
+
+
 def test_features_ignore_each_bands_gain_and_offset():
     before, after, _ = synthetic_pair(1)
     gain = np.array([1.3, 0.8, 1.1], np.float32)[:, None, None]
@@ -181,7 +198,8 @@ def test_tile_result_with_the_model(model):
     transform = Affine(0.5, 0, 500_000, 0, -0.5, 2_500_000)
     result = detect_changes_learned(scene(before), scene(after), model=model, transform=transform)
     truth = _outline(label, transform)
-    assert len(result) == ndi.label(label)[1]
+    # two roofs were planted; here they touch, and may come out as one object or two
+    assert ndi.label(label)[1] <= len(result) <= 2
     assert all(0 <= s <= 1 for s in result.score) and result.qa["scorer"] == "learned"
     found = shapely.union_all(result.geometry)
     assert found.intersection(truth).area >= 0.8 * truth.area
