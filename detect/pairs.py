@@ -191,5 +191,7 @@ def _apply(data: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np.ndarray
     out = np.empty(data.shape, np.float32)
     for k, band in enumerate(data):
         centre = band.flat[0]
-        out[k] = (band - centre) * np.float32(gain[k]) + np.float32(centre * gain[k] + offset[k])
+        np.subtract(band, centre, out=out[k])
+        out[k] *= np.float32(gain[k])
+        out[k] += np.float32(centre * gain[k] + offset[k])
     return out

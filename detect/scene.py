@@ -131,9 +131,12 @@ def _layer(
     kind: LayerKind, bands: tuple[str, ...], data: np.ndarray, valid: np.ndarray | None
 ) -> Layer:
     data = np.asarray(data, dtype=np.float32)
-    ok = (np.abs(data) <= MAX_MAGNITUDE).all(axis=0)  # also False for NaN
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
+    if -MAX_MAGNITUDE <= data.min() and data.max() <= MAX_MAGNITUDE:  # False with any NaN
+        ok = np.ones(data.shape[1:], bool) if valid is None else np.array(valid, dtype=bool)
+    else:
+        ok = (np.abs(data) <= MAX_MAGNITUDE).all(axis=0)  # also False for NaN
+        if valid is not None:
+            ok &= np.asarray(valid, dtype=bool)
     if ok.all():
         return Layer(kind, tuple(bands), data, ok)
     filled = np.empty_like(data)
