@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import shapely
 from click.testing import CliRunner
+from quarters import write_quarter
 
 from cli import main
 from pipeline import batch
@@ -134,35 +135,12 @@ def test_building_across_a_tile_corner_gives_one_polygon(tmp_path, make_raster, 
     make_raster("before.tif", before.astype(np.uint16), origin=(x0, y0), nodata=0)
     make_raster("after.tif", after.astype(np.uint16), origin=(x0, y0), nodata=0)
     make_offices({"AT": (x0, y0 - 200, x0 + 200, y0)})
-    bands = "bands = { blue = 1, green = 2, red = 3, nir = 4 }"
-    (tmp_path / "quarter.toml").write_text(
-        f"""
-[grid]
-crs = "EPSG:4547"
-resolution = 0.5
-tile_size = 128
-halo = 32
-[offices]
-path = "offices.gpkg"
-[[epochs]]
-id = "A"
-date = "2024-03-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "before.tif"
-{bands}
-[[epochs]]
-id = "B"
-date = "2024-06-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "after.tif"
-{bands}
-[run]
-before = "A"
-after = "B"
-""",
-        encoding="utf-8",
+    bands = {"blue": 1, "green": 2, "red": 3, "nir": 4}
+    write_quarter(
+        tmp_path,
+        {"A": [("satellite", "before.tif", bands)], "B": [("satellite", "after.tif", bands)]},
+        tile_size=128,
+        halo=32,
     )
     config = load_config(tmp_path / "quarter.toml")
     batch.ingest(config, "A")

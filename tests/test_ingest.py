@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from quarters import write_quarter
 
 from errors import InputError, NoOverlapError
 from pipeline.config import load_config
@@ -161,33 +162,13 @@ def test_epochs_without_common_bands_are_refused(tmp_path, make_raster, area):
 
     make_raster("pan.tif", np.full((1, 200, 200), 900, np.uint16), origin=(X0, Y0), nodata=0)
     make_raster("rgb.tif", np.full((3, 200, 200), 90, np.uint8), origin=(X0, Y0))
-    text = """
-[grid]
-crs = "EPSG:4547"
-resolution = 0.5
-tile_size = 64
-halo = 8
-[offices]
-path = "offices.gpkg"
-[[epochs]]
-id = "A"
-date = "2024-03-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "pan.tif"
-bands = { pan = 1 }
-[[epochs]]
-id = "B"
-date = "2024-06-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "rgb.tif"
-bands = { red = 1, green = 2, blue = 3 }
-[run]
-before = "A"
-after = "B"
-"""
-    (tmp_path / "quarter.toml").write_text(text, encoding="utf-8")
+    write_quarter(
+        tmp_path,
+        {
+            "A": [("satellite", "pan.tif", {"pan": 1})],
+            "B": [("satellite", "rgb.tif", {"red": 1, "green": 2, "blue": 3})],
+        },
+    )
     config = load_config(tmp_path / "quarter.toml")
     ingest_epoch(config, "A")
     ingest_epoch(config, "B")
@@ -223,30 +204,10 @@ def test_epochs_ingested_together_on_workers_match_one_by_one(tmp_path, make_ras
     for name in ("a.tif", "b.tif"):
         data = rng.integers(100, 4000, (3, 200, 200)).astype(np.uint16)
         make_raster(name, data, origin=(X0, Y0), nodata=0)
-    text = """
-[grid]
-crs = "EPSG:4547"
-resolution = 0.5
-tile_size = 64
-halo = 8
-[offices]
-path = "offices.gpkg"
-[[epochs]]
-id = "A"
-date = "2024-03-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "a.tif"
-bands = { red = 1, green = 2, blue = 3 }
-[[epochs]]
-id = "B"
-date = "2024-06-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "b.tif"
-bands = { red = 1, green = 2, blue = 3 }
-"""
-    (tmp_path / "quarter.toml").write_text(text, encoding="utf-8")
+    rgb = {"red": 1, "green": 2, "blue": 3}
+    write_quarter(
+        tmp_path, {"A": [("satellite", "a.tif", rgb)], "B": [("satellite", "b.tif", rgb)]}
+    )
     config = load_config(tmp_path / "quarter.toml")
     alone = {epoch: ingest_epoch(config, epoch) for epoch in ("A", "B")}
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from quarters import write_quarter
 from scipy import ndimage as ndi
 
 from cli import main
@@ -346,34 +347,15 @@ def test_predict_with_a_bad_model_exits_2(tmp_path):
 
 # -- the pipeline's [detect] model --------------------------------------------------------------
 
-_QUARTER = """
-[grid]
-crs = "EPSG:4547"
-resolution = 0.5
-tile_size = 64
-halo = 16
-[offices]
-path = "offices.gpkg"
-[[epochs]]
-id = "A"
-date = "2024-03-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "before.tif"
-bands = {{ red = 1, green = 2, blue = 3 }}
-[[epochs]]
-id = "B"
-date = "2024-06-20"
-[[epochs.sources]]
-kind = "satellite"
-path = "after.tif"
-bands = {{ red = 1, green = 2, blue = 3 }}
-[run]
-before = "A"
-after = "B"
-[detect]
-model = "{model}"
-"""
+
+def _quarter(folder, model):
+    rgb = {"red": 1, "green": 2, "blue": 3}
+    return write_quarter(
+        folder,
+        {"A": [("satellite", "before.tif", rgb)], "B": [("satellite", "after.tif", rgb)]},
+        halo=16,
+        extra=f'[detect]\nmodel = "{model}"',
+    )
 
 
 def test_pipeline_uses_the_model(model, tmp_path, make_raster, make_offices):
@@ -383,8 +365,7 @@ def test_pipeline_uses_the_model(model, tmp_path, make_raster, make_offices):
     make_raster("after.tif", after.round().astype(np.uint8), origin=(x0, y0))
     make_offices({"AT": (x0, y0 - 64, x0 + 64, y0)})
     save_model(model, tmp_path / "models" / "m.pkl")
-    (tmp_path / "quarter.toml").write_text(_QUARTER.format(model="models/m.pkl"))
-    config = load_config(tmp_path / "quarter.toml")
+    config = load_config(_quarter(tmp_path, "models/m.pkl"))
     batch.ingest(config, "A")
     batch.ingest(config, "B")
     suspects = batch.changes(config).suspects
@@ -392,6 +373,5 @@ def test_pipeline_uses_the_model(model, tmp_path, make_raster, make_offices):
     assert len(suspects) >= 1 and suspects["score"].between(0, 1).all()
     assert shapely.union_all(suspects.geometry).intersection(truth).area >= 0.7 * truth.area
 
-    (tmp_path / "quarter.toml").write_text(_QUARTER.format(model="models/missing.pkl"))
     with pytest.raises(ConfigError, match=r"\[detect\] model: model .*missing.pkl does not exist"):
-        batch.changes(load_config(tmp_path / "quarter.toml"))
+        batch.changes(load_config(_quarter(tmp_path, "models/missing.pkl")))

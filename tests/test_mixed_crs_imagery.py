@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import shapely
 from conftest import REALDATA
+from quarters import write_quarter
 
 from detect import estimate_shift
 from detect.align import registration_image
@@ -36,34 +37,17 @@ def joplin(tmp_path_factory):
     gpd.GeoDataFrame(
         {"code": ["JP"], "name": ["Joplin"]}, geometry=[shapely.box(*OVERLAP)], crs="EPSG:32615"
     ).to_file(root / "offices.gpkg")
-    (root / "quarter.toml").write_text(
-        f"""
-[grid]
-crs = "EPSG:32615"
-resolution = 0.6
-tile_size = 1024
-halo = 64
-[offices]
-path = "offices.gpkg"
-code_field = "code"
-name_field = "name"
-[[epochs]]
-id = "pre"
-date = "2011-05-01"
-[[epochs.sources]]
-kind = "satellite"
-path = "{JOPLIN}/input_pre/*.tif"
-[[epochs]]
-id = "post"
-date = "2011-05-23"
-[[epochs.sources]]
-kind = "satellite"
-path = "{JOPLIN}/input_post/*.tif"
-[run]
-before = "pre"
-after = "post"
-""",
-        encoding="utf-8",
+    write_quarter(
+        root,
+        {
+            "pre": [("satellite", f"{JOPLIN}/input_pre/*.tif", None)],
+            "post": [("satellite", f"{JOPLIN}/input_post/*.tif", None)],
+        },
+        crs="EPSG:32615",
+        resolution=0.6,
+        tile_size=1024,
+        halo=64,
+        offices={"code_field": "code", "name_field": "name"},
     )
     config = load_config(root / "quarter.toml")
     report = batch.run(config, executor=Executor("serial", progress=False))
