@@ -1,4 +1,4 @@
-"""Image chips: each task's place before and after, as small PNGs with its outline drawn.
+"""Image chips: each task's place before and after, as small JPEGs with its outline drawn.
 
 A chip is a square around the task: its larger side plus ``margin`` of it on every side, at
 least ``min_extent_m`` wide, snapped to the grid's pixels. It is read from the epochs' tile
@@ -9,9 +9,11 @@ between the 2nd and 98th percentiles of its valid pixels (all three bands togeth
 keep their balance), scaled to ``size`` pixels, and the task's outline is drawn on it. Pixels
 without data are light grey.
 
-Chips are written to ``<out_dir>/<office_code>/chips/<task_id>_{before,after}.png``; with an
+Chips are written to ``<out_dir>/<office_code>/chips/<task_id>_{before,after}.jpg``; with an
 executor, batches of neighbouring tasks are cut in parallel (every chip is the same whatever the
-executor).
+executor). JPEG (quality 90) rather than PNG: a chip of aerial imagery is about 15 KB instead of
+100 KB, so an office's workbook of a few hundred tasks stays small enough to mail, and it is
+encoded some twenty times faster. ``ChipOptions(format="png")`` keeps chips lossless.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -61,17 +64,27 @@ class ChipOptions:
         Smallest chip width in metres (small tasks are shown with their surroundings).
     drone_cover : float
         Share (0-1] of a chip that drone imagery must cover to be used instead of satellite.
+    format : {"jpeg", "png"}
+        Image format of the chip files (``.jpg`` or ``.png``).
+    quality : int
+        JPEG quality (1-95).
     """
 
     size: int = 240
     margin: float = 0.5
     min_extent_m: float = 30.0
     drone_cover: float = 0.95
+    format: Literal["jpeg", "png"] = "jpeg"
+    quality: int = 90
+
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self.format == "jpeg" else ".png"
 
 
 @dataclass(frozen=True)
 class Chip:
-    """A task's chips: PNG paths and the kind of imagery each shows (``drone``, ``satellite``),
+    """A task's chips: image paths and the kind of imagery each shows (``drone``, ``satellite``),
     None where an epoch has no imagery of the place."""
 
     before: Path | None
@@ -161,7 +174,11 @@ def _write_batch(job: _ChipJob) -> list[tuple[str, Chip]]:
             reader = _Reader(job.work, index, job.grid, stack)
             shown[label] = [
                 _write_chip(
-                    reader, box, geom, folder / f"{task_id}_{label}.png", options=job.options
+                    reader,
+                    box,
+                    geom,
+                    folder / f"{task_id}_{label}{job.options.suffix}",
+                    options=job.options,
                 )
                 for task_id, box, geom, folder in job.items
             ]
@@ -247,7 +264,10 @@ def _write_chip(
     )
     _draw_outline(image, geom, box)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)
+        if options.format == "jpeg":
+            image.save(tmp, format="JPEG", quality=options.quality)
+        else:
+            image.save(tmp, format="PNG", compress_level=1)
     return path, kind
 
 

@@ -7,7 +7,7 @@ Layout under ``out_dir`` (= ``<out>/<quarter>/``)::
     worklists/<office_code>/<office_code>_<quarter>.csv    UTF-8 with BOM, for Excel
     worklists/<office_code>/<office_code>_<quarter>.xlsx   chips, dropdowns, dates, ready to print
     worklists/<office_code>/<office_code>_<quarter>.html   printable evidence pack, self-contained
-    worklists/<office_code>/chips/<task_id>_{before,after}.png   (from :mod:`pipeline.chips`)
+    worklists/<office_code>/chips/<task_id>_{before,after}.jpg   (from :mod:`pipeline.chips`)
     summary.json                   counts and areas per office, suppression, unassigned, tile QA
 
 GeoPackages are version 1.2 with spatial indexes and layer descriptions, in the grid CRS, with
@@ -352,11 +352,12 @@ def _write_xlsx(
 
 
 class _Archive(zipfile.ZipFile):
-    """The workbook's zip archive, its PNG chips stored as they are (deflate cannot shrink them
-    and takes most of the time of saving a worklist with chips)."""
+    """The workbook's zip archive, its image chips stored as they are (deflate cannot shrink
+    them and takes most of the time of saving a worklist with chips)."""
 
     def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):
-        if str(getattr(zinfo_or_arcname, "filename", zinfo_or_arcname)).endswith(".png"):
+        name = str(getattr(zinfo_or_arcname, "filename", zinfo_or_arcname))
+        if name.endswith((".png", ".jpeg", ".jpg")):
             compress_type = zipfile.ZIP_STORED
         super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
@@ -382,11 +383,11 @@ def _add_chips(
         ws.column_dimensions[letter].width = _CHIP_PX / 7 + 1
         for row, task_id in enumerate(task_ids, start=2):
             chip = chips.get(task_id)
-            png = getattr(chip, side) if chip is not None else None
-            if png is None:
+            image_file = getattr(chip, side) if chip is not None else None
+            if image_file is None:
                 ws.cell(row=row, column=col, value=label(WORDS, "no image", lang=lang))
                 continue
-            image = SheetImage(str(png))
+            image = SheetImage(str(image_file))
             image.width = image.height = _CHIP_PX
             ws.add_image(image, f"{letter}{row}")
     for row in range(2, len(task_ids) + 2):
@@ -555,13 +556,14 @@ def _html_card(task: dict, chip: Chip | None, *, lang: Lang) -> str:
     )
 
 
-def _html_figure(png: Path | None, kind: str | None, side: str, *, lang: Lang) -> str:
+def _html_figure(chip: Path | None, kind: str | None, side: str, *, lang: Lang) -> str:
     caption = label(WORDS, side, lang=lang)
-    if png is None or kind is None:
+    if chip is None or kind is None:
         body = f'<div class="none">{html.escape(label(WORDS, "no image", lang=lang))}</div>'
     else:
-        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-        body = f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        mime = "image/png" if Path(chip).suffix.lower() == ".png" else "image/jpeg"
+        data = base64.b64encode(Path(chip).read_bytes()).decode("ascii")
+        body = f'<img alt="{html.escape(caption)}" src="data:{mime};base64,{data}">'
         caption += f" · {label(WORDS, kind, lang=lang)}"
     return f"<figure>{body}<figcaption>{html.escape(caption)}</figcaption></figure>"
 

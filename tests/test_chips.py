@@ -51,7 +51,8 @@ def box(x0, y0, x1, y1):
     return shapely.box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
 
 
-EXACT = ChipOptions(size=40, margin=0.5, min_extent_m=1.0)  # a 10 m task: 20 m = 40 px, unscaled
+# a 10 m task: 20 m = 40 px, unscaled and lossless
+EXACT = ChipOptions(size=40, margin=0.5, min_extent_m=1.0, format="png")
 
 
 def test_a_task_on_a_tile_corner_gets_one_seamless_chip(tmp_path):
@@ -100,7 +101,7 @@ def test_outline_is_drawn_where_the_task_is(tmp_path):
         before="E0",
         after="E1",
         out_dir=tmp_path,
-        options=ChipOptions(size=24, margin=0.25, min_extent_m=1.0),
+        options=ChipOptions(size=24, margin=0.25, min_extent_m=1.0, format="png"),
     )["Q-AT-0001"]
     image = np.asarray(Image.open(chip.before)).astype(int)
     red = (image[..., 0] > 200) & (image[..., 1] < 100)
@@ -143,6 +144,7 @@ def test_no_imagery_gives_no_chip(tmp_path):
     )["Q-AT-0001"]
     assert chip.before is None and chip.before_kind is None
     assert chip.after.is_file() and Image.open(chip.after).size == (240, 240)
+    assert chip.after.suffix == ".jpg" and Image.open(chip.after).format == "JPEG"
 
 
 def test_chips_for_a_hundred_tasks_across_sixteen_tiles_serial_or_on_workers(tmp_path):

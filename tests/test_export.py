@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+import zipfile
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -369,15 +370,15 @@ def test_unknown_language_is_refused(tmp_path, quarter_inputs):
 # --- evidence packs and image chips ------------------------------------------------------------
 
 
-def chip_pngs(folder, taskset):
-    """A before (grey) and after (white) PNG per task, as pipeline.chips would write them."""
+def chip_files(folder, taskset):
+    """A before (grey) and after (white) JPEG per task, as pipeline.chips writes them."""
     chips = {}
     for task_id, code in zip(taskset.tasks["task_id"], taskset.tasks["office_code"], strict=True):
         paths = []
         for side, level in (("before", 90), ("after", 250)):
-            path = folder / code / "chips" / f"{task_id}_{side}.png"
+            path = folder / code / "chips" / f"{task_id}_{side}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (60, 60), (level, level, level)).save(path)
+            Image.new("RGB", (60, 60), (level, level, level)).save(path, format="JPEG")
             paths.append(path)
         chips[task_id] = Chip(paths[0], paths[1], "satellite", "drone")
     return chips
@@ -405,7 +406,7 @@ def test_html_evidence_pack_without_chips(written):
 
 def test_chips_are_embedded_in_xlsx_and_html(tmp_path, quarter_inputs):
     out = tmp_path / QUARTER
-    chips = chip_pngs(out / "worklists", quarter_inputs["taskset"])
+    chips = chip_files(out / "worklists", quarter_inputs["taskset"])
     write_quarter(out, quarter=QUARTER, chips=chips, **quarter_inputs)
     sheet = openpyxl.load_workbook(worklist(out, "A", "xlsx")).active
     headers = [c.value for c in sheet[1]]
@@ -414,11 +415,16 @@ def test_chips_are_embedded_in_xlsx_and_html(tmp_path, quarter_inputs):
     first_image_col = len(TASK_HEADERS)  # zero-based column of 变化前影像
     assert anchors == [(first_image_col, 1), (first_image_col + 1, 1)]  # row 2 of the sheet
     assert sheet.row_dimensions[2].height > 100
+    with zipfile.ZipFile(worklist(out, "A", "xlsx")) as archive:
+        media = [i for i in archive.infolist() if i.filename.startswith("xl/media/")]
+    # the chips go into the workbook as they are: JPEG, stored, not deflated again
+    assert len(media) == 2 and all(i.filename.endswith(".jpeg") for i in media)
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in media)
     assert sheet.auto_filter.ref == f"A1:{openpyxl.utils.get_column_letter(len(headers))}2"
 
     page = worklist(out, "A", "html").read_text(encoding="utf-8")
     before = base64.b64encode(chips["2024Q1-A-0001"].before.read_bytes()).decode()
-    assert f'src="data:image/png;base64,{before}"' in page
+    assert f'src="data:image/jpeg;base64,{before}"' in page
     assert "变化前 · 卫星" in page and "变化后 · 无人机" in page
     english = tmp_path / "en"
     write_quarter(english, quarter=QUARTER, chips=chips, lang="en", **quarter_inputs)

@@ -316,7 +316,7 @@ def test_the_whole_loop(tmp_path):
         for code in ("AT", "XQ")
         for ext in ("gpkg", "csv", "xlsx", "html")
     )
-    assert len(list((folder / "AT" / "chips").glob("*.png"))) == 8
+    assert len(list((folder / "AT" / "chips").glob("*.jpg"))) == 8
 
     # the offices fill in their worklists and send them back
     verified, closed = datetime(2024, 7, 10), datetime(2024, 7, 20)
