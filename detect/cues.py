@@ -432,7 +432,16 @@ def _shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
     """``mask`` eroded by ``pixels`` away from its holes (not from the tile border)."""
     if mask.all():
         return mask
-    return ndi.binary_erosion(mask, iterations=pixels, border_value=1)
+    # ndi.binary_erosion(mask, iterations=pixels, border_value=1), by shifted ANDs of the
+    # 4-neighbours: a few times faster for the few pixels the cues erode by.
+    out = mask.copy()
+    for _ in range(pixels):
+        last = out.copy()
+        out[1:] &= last[:-1]
+        out[:-1] &= last[1:]
+        out[:, 1:] &= last[:, :-1]
+        out[:, :-1] &= last[:, 1:]
+    return out
 
 
 def _smooth_radius(sigma: float) -> int:
@@ -466,17 +475,25 @@ def _gaussian_weights(sigma: float, radius: int) -> np.ndarray:
 
 
 def _correlate(data: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """``data`` correlated with a symmetric odd ``weights`` along ``axis`` (reflect edges)."""
+    """``data`` correlated with a symmetric odd ``weights`` along ``axis`` (reflect edges).
+
+    The shifted sums slice ``axis`` where it lies (rows of an image are whole runs of memory),
+    rather than moving it last.
+    """
     radius = len(weights) // 2
-    x = np.moveaxis(data, axis, -1)
-    out = x * weights[radius]
+    axis %= data.ndim
+
+    def along(part: slice) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (part,)
+
+    out = data * weights[radius]
     for k in range(1, radius + 1):
         w = weights[radius + k]
-        out[..., k:] += w * x[..., :-k]
-        out[..., :-k] += w * x[..., k:]
-        out[..., :k] += w * x[..., k - 1 :: -1]
-        out[..., -k:] += w * x[..., : -k - 1 : -1]
-    return np.moveaxis(out, -1, axis)
+        out[along(slice(k, None))] += w * data[along(slice(None, -k))]
+        out[along(slice(None, -k))] += w * data[along(slice(k, None))]
+        out[along(slice(None, k))] += w * data[along(slice(k - 1, None, -1))]
+        out[along(slice(-k, None))] += w * data[along(slice(None, -k - 1, -1))]
+    return out
 
 
 def _noise(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

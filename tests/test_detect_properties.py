@@ -116,3 +116,17 @@ def test_smoothing_is_scipys_gaussian_filter(data, sigma):
     want = ndi.gaussian_filter(data, (0, sigma, sigma), truncate=2.0)
     assert np.allclose(_smooth(data, sigma), want, rtol=1e-5, atol=1e-2)
     assert np.allclose(_smooth_at(data, sigma, 4), want[:, ::4, ::4], rtol=1e-5, atol=1e-2)
+
+
+@SETTINGS
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    st.integers(0, 4),
+)
+def test_shrinking_is_scipys_erosion_away_from_holes(mask, pixels):
+    from scipy import ndimage as ndi
+
+    from detect.cues import _shrink
+
+    want = ndi.binary_erosion(mask, iterations=pixels, border_value=1) if pixels else mask
+    assert np.array_equal(_shrink(mask, pixels), want)
