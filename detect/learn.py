@@ -168,6 +168,14 @@ def features(
         Malformed scenes, epochs of different shapes, no red, green and blue bands in both
         epochs, or a pixel size that is not positive.
     """
+    names, planes, valid = _planes(before, after, pixel_size, params)
+    return Features(names, np.stack(planes), valid)
+
+
+def _planes(
+    before: Scene, after: Scene, pixel_size: float, params: DetectParams
+) -> tuple[tuple[str, ...], list[np.ndarray], np.ndarray]:
+    """:func:`features` as a list of float32 (h, w) planes, not yet stacked into one array."""
     if not pixel_size > 0:
         raise InputError(
             f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
@@ -180,9 +188,9 @@ def features(
     found.update(_shape_features(lum_b, lum_a, valid, pixel_size))
     found.update(_context_features(found["colour_distance_1m"], lum_a - lum_b, valid, pixel_size))
     found.update(_surroundings(lum_b, lum_a, found["colour_distance_1m"], pixel_size))
-    return Features(
-        tuple(found), np.stack([v.astype(np.float32, copy=False) for v in found.values()]), valid
-    )
+    for name, plane in found.items():  # one plane at a time: no second copy of them all
+        found[name] = plane.astype(np.float32, copy=False)
+    return tuple(found), list(found.values()), valid
 
 
 def _scale_features(
@@ -417,20 +425,23 @@ def probability(
     errors.InputError
         As :func:`features`, or a model trained on other features.
     """
-    feats = features(before, after, pixel_size=pixel_size, params=params)
-    if feats.names != model.feature_names:
+    names, planes, valid = _planes(before, after, pixel_size, params)
+    if names != model.feature_names:
         raise InputError(
             f"the model was trained on {len(model.feature_names)} other features than this "
-            f"version computes ({len(feats.names)}); retrain it with `tuban train`"
+            f"version computes ({len(names)}); retrain it with `tuban train`"
         )
-    flat = feats.values.reshape(feats.values.shape[0], -1)
-    change = np.concatenate(
-        [
-            model.classifier.predict_proba(flat[:, start : start + _CHUNK].T)[:, 1]
-            for start in range(0, flat.shape[1], _CHUNK)
-        ]
-    )
-    return np.where(feats.valid, change.reshape(feats.valid.shape), 0.0).astype(np.float32)
+    # Classified a band of rows at a time, the planes never stacked: a tile's features are
+    # held once (the classifier takes its float64 copy of one band only).
+    h, w = valid.shape
+    rows = max(1, _CHUNK // max(w, 1))
+    change = np.zeros((h, w), np.float32)
+    for top in range(0, h, rows):
+        # (k, m) transposed: the classifier bins features a column at a time, several
+        # times faster in this (Fortran) order than in rows of pixels.
+        block = np.stack([plane[top : top + rows].ravel() for plane in planes])
+        change[top : top + rows] = model.classifier.predict_proba(block.T)[:, 1].reshape(-1, w)
+    return np.where(valid, change, np.float32(0.0))
 
 
 def learned_mask(

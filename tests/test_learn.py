@@ -180,6 +180,19 @@ def test_nodata_gets_no_probability(model):
     assert change.dtype == np.float32 and not change[:, :30].any()
 
 
+def test_probability_classifies_every_pixel_of_the_features(model, monkeypatch):
+    # a band of a few rows at a time: the map is the classifier's on the stacked features
+    import detect.learn
+
+    monkeypatch.setattr(detect.learn, "_CHUNK", 250)
+    before, after, _ = synthetic_pair(106)
+    feats = features(scene(before), scene(after), pixel_size=0.5)
+    flat = feats.values.reshape(len(feats.names), -1).T
+    want = model.classifier.predict_proba(flat)[:, 1].reshape(feats.valid.shape)
+    change = probability(model, scene(before), scene(after), pixel_size=0.5)
+    assert np.array_equal(change, np.where(feats.valid, want, 0.0).astype(np.float32))
+
+
 def test_needs_red_green_blue():
     grey = Scene(satellite=np.zeros((1, 8, 8), np.float32), satellite_bands=("pan",))
     with pytest.raises(InputError, match="red, green and blue"):
