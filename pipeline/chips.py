@@ -127,6 +127,10 @@ def write_chips(
     -------
     dict
         ``task_id`` -> :class:`Chip`.
+
+    Chips that an earlier run left in ``out_dir``'s office folders and this one did not write
+    (tasks no longer issued, chips of another format) are removed, so that a folder shows the
+    quarter's tasks only.
     """
     out_dir = Path(out_dir)
     geoms = tasks.to_crs(grid.rio_crs).geometry.to_numpy()
@@ -144,7 +148,21 @@ def write_chips(
         results = [_write_batch(job) for job in jobs]
     else:
         results = [chips for _, chips in executor.map(_write_batch, jobs, desc="chips")]
-    return {task_id: chip for chips in results for task_id, chip in chips}
+    written = {task_id: chip for chips in results for task_id, chip in chips}
+    _prune(out_dir, {path for chip in written.values() for path in (chip.before, chip.after)})
+    return written
+
+
+def _prune(out_dir: Path, keep: set[Path | None]) -> None:
+    """Remove the chips of an earlier run of the quarter that this run did not write again: of
+    tasks no longer issued, or of another format. Other files in the folders are left alone."""
+    for path in out_dir.glob("*/chips/*"):
+        if (
+            path.suffix in (".jpg", ".png")
+            and path.stem.endswith(("_before", "_after"))
+            and path not in keep
+        ):
+            path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import geopandas as gpd
 import numpy as np
@@ -145,6 +146,26 @@ def test_no_imagery_gives_no_chip(tmp_path):
     assert chip.before is None and chip.before_kind is None
     assert chip.after.is_file() and Image.open(chip.after).size == (240, 240)
     assert chip.after.suffix == ".jpg" and Image.open(chip.after).format == "JPEG"
+
+
+def test_a_rerun_leaves_only_its_own_chips(tmp_path):
+    for epoch in ("E0", "E1"):
+        store(tmp_path, epoch, "drone", [(0, 0)])
+    cut = dict(grid=GRID, work=tmp_path, before="E0", after="E1", out_dir=tmp_path / "worklists")
+    small = ChipOptions(size=32, min_extent_m=1.0)
+    write_chips(
+        tasks(box(4, 4, 8, 8), box(10, 10, 14, 14)), options=replace(small, format="png"), **cut
+    )
+    folder = tmp_path / "worklists" / "AT" / "chips"
+    (folder / "notes.txt").write_text("kept")
+    # the quarter again, as JPEG, and the second task is no longer issued
+    chips = write_chips(tasks(box(4, 4, 8, 8)), options=small, **cut)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "Q-AT-0001_after.jpg",
+        "Q-AT-0001_before.jpg",
+        "notes.txt",
+    ]
+    assert chips["Q-AT-0001"].after.is_file()
 
 
 def test_chips_for_a_hundred_tasks_across_sixteen_tiles_serial_or_on_workers(tmp_path):
