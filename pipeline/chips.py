@@ -293,7 +293,7 @@ def _stretched(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``rgb (3, n, n)`` as ``(n, n, 3)`` uint8, 2-98 % of the valid pixels stretched to 0-255."""
     lo, hi = np.percentile(rgb[:, valid], [2, 98])
     scaled = np.clip((rgb - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-    scaled[:, ~valid] = _NO_DATA
+    np.copyto(scaled, np.uint8(_NO_DATA), where=~valid)
     return np.ascontiguousarray(np.moveaxis(scaled, 0, -1))
 
 

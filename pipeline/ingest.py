@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from detect.qa import cloud_share
 from errors import ConfigError, InputError, NoOverlapError
 from tiles import Bounds, Grid, SourceInfo, TileId, describe_source, read_onto_tile, write_tile
@@ -277,7 +279,7 @@ def _ingest_tile(job: _TileJob) -> dict | None:
             data, valid = d, v
         else:
             take = v & ~valid
-            data[:, take] = d[:, take]
+            np.copyto(data, d, where=take, casting="unsafe")
             valid |= take
         used += u
     assert data is not None and valid is not None

@@ -168,7 +168,7 @@ def read_onto_tile(
         else:  # the first file that covers the tile: all of it
             data = file_data.astype(dtype, copy=False)
             if not file_valid.all():
-                data[:, ~file_valid] = 0
+                np.copyto(data, 0, where=~file_valid)  # several times faster than data[:, ~v]
             valid = file_valid
         used.append(info.path)
         if valid.all():
