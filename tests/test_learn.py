@@ -126,6 +126,19 @@ def test_surroundings_look_the_named_way():
     assert value["after_s_6m"][north_of_roof] > 10 * abs(value["before_s_6m"][north_of_roof])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 30), st.integers(2, 30), st.integers(-40, 40), st.integers(-40, 40), st.data()
+)
+def test_shifted_reads_the_mirrored_image(h, w, rows, cols, data):
+    from detect.learn import _shifted
+
+    image = np.arange(h * w, dtype=np.float32).reshape(h, w) * data.draw(st.floats(0.5, 2.0))
+    padded = np.pad(image, ((abs(rows),) * 2, (abs(cols),) * 2), mode="reflect")
+    top, left = abs(rows) + rows, abs(cols) + cols
+    assert np.array_equal(_shifted(image, rows, cols), padded[top : top + h, left : left + w])
+
+
 def test_features_ignore_each_bands_gain_and_offset():
     before, after, _ = synthetic_pair(1)
     gain = np.array([1.3, 0.8, 1.1], np.float32)[:, None, None]
@@ -180,8 +193,9 @@ def test_nodata_gets_no_probability(model):
     assert change.dtype == np.float32 and not change[:, :30].any()
 
 
-def test_probability_classifies_every_pixel_of_the_features(model, monkeypatch):
-    # a band of a few rows at a time: the map is the classifier's on the stacked features
+def test_probability_is_the_classifiers_on_a_metre_grid(model, monkeypatch):
+    # a band of a few rows at a time; the classifier's own figure at every pixel of a 1 m
+    # grid, interpolated linearly between (0.5 m pixels: every second one, and the last)
     import detect.learn
 
     monkeypatch.setattr(detect.learn, "_CHUNK", 250)
@@ -190,7 +204,17 @@ def test_probability_classifies_every_pixel_of_the_features(model, monkeypatch):
     flat = feats.values.reshape(len(feats.names), -1).T
     want = model.classifier.predict_proba(flat)[:, 1].reshape(feats.valid.shape)
     change = probability(model, scene(before), scene(after), pixel_size=0.5)
-    assert np.array_equal(change, np.where(feats.valid, want, 0.0).astype(np.float32))
+    assert feats.valid.all() and change.shape == want.shape == (96, 96)
+    grid = np.r_[0:96:2, 95]
+    assert np.array_equal(change[np.ix_(grid, grid)], want[np.ix_(grid, grid)].astype(np.float32))
+    between = (change[2:-1:2, 0:-1:2] + change[:-3:2, 0:-1:2]) / 2
+    assert np.allclose(change[1:-2:2, 0:-1:2], between, atol=1e-6)
+    # pixels of a metre or more: every pixel classified
+    coarse = probability(model, scene(before), scene(after), pixel_size=1.0)
+    feats = features(scene(before), scene(after), pixel_size=1.0)
+    flat = feats.values.reshape(len(feats.names), -1).T
+    want = model.classifier.predict_proba(flat)[:, 1].reshape(feats.valid.shape)
+    assert np.array_equal(coarse, want.astype(np.float32))
 
 
 def test_needs_red_green_blue():
