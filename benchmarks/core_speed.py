@@ -1,6 +1,6 @@
 """Speed of the detection core alone, one core, on 1024 px tiles (1152 px with their halo).
 
-Usage: python benchmarks/core_speed.py [--tiles 16] [--keep DIR]
+Usage: python benchmarks/core_speed.py [--tiles 16] [--keep DIR] [--model FILE]
 
 Two ingested quarters: the satellite-only quarter of ``benchmarks/speed.py`` (4096², a few
 dozen planted buildings on quiet ground) and the synthetic demo (2048²: satellite, a drone
@@ -11,13 +11,17 @@ each it times, in this process:
   changes stage does);
 * **core**: :func:`detect.detect_changes`, focused on the windows that can hold change (the
   default) and on the whole tile (``DetectParams(focus=False)``), after one warm-up tile;
+* **learned** (with ``--model``, a file from ``tuban train``): the learned scorer
+  (:func:`detect.learn.detect_changes_learned`) on up to ``LEARNED_TILES`` of the tiles;
 
-and prints Mpx/s of haloed tile per core and the core's time over the read's.
+and prints Mpx/s of haloed tile per core, the core's time over the read's, and the peak
+resident memory of this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -27,16 +31,21 @@ from pathlib import Path
 import numpy as np
 
 from detect import DetectParams, detect_changes
+from detect.learn import Model, detect_changes_learned
 from pipeline import batch
 from pipeline.changes import _files, _scene
 from pipeline.config import load_config
 from pipeline.demo import make_demo
 from pipeline.executors import Executor
 from pipeline.ingest import load_index
+from pipeline.learn import load_model
 from tiles import TileId
 
 sys.path.insert(0, str(Path(__file__).parent))
 from speed import make_quarter  # noqa: E402
+
+#: Tiles the (slower) learned scorer is timed on.
+LEARNED_TILES = 4
 
 
 def ingested(config_path: Path) -> list[tuple[dict, dict, TileId]]:
@@ -59,7 +68,7 @@ def ingested(config_path: Path) -> list[tuple[dict, dict, TileId]]:
     ]
 
 
-def measure(config_path: Path, n_tiles: int) -> dict[str, float]:
+def measure(config_path: Path, n_tiles: int, model: Model | None = None) -> dict[str, float]:
     config = load_config(config_path)
     grid = config.grid_spec
     pairs = ingested(config_path)
@@ -86,6 +95,18 @@ def measure(config_path: Path, n_tiles: int) -> dict[str, float]:
                 core=grid.core_slices(),
             )
         out[name] = len(scenes) * side * side / (time.perf_counter() - start) / 1e6
+    if model is not None:
+        timed = scenes[:LEARNED_TILES]
+        start = time.perf_counter()
+        for before, after, tile in timed:
+            detect_changes_learned(
+                before,
+                after,
+                model=model,
+                transform=grid.transform(tile, halo=True),
+                core=grid.core_slices(),
+            )
+        out["learned"] = len(timed) * side * side / (time.perf_counter() - start) / 1e6
     return out
 
 
@@ -93,7 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=16, help="Tile pairs timed per quarter.")
     ap.add_argument("--keep", type=Path, help="Folder to make (or reuse) the quarters in.")
+    ap.add_argument("--model", type=Path, help="Also time the learned scorer of this model file.")
     args = ap.parse_args()
+    model = load_model(args.model) if args.model else None
     root = args.keep or Path(tempfile.mkdtemp(prefix="tuban-core-"))
     quarters = {}
     quiet = root / "satellite-4096"
@@ -107,15 +130,20 @@ def main() -> None:
 
     print(
         f"{'quarter':<34} {'tiles':>5} {'read Mpx/s':>10} {'core Mpx/s':>10} "
-        f"{'whole-tile Mpx/s':>16} {'core/read':>9}"
+        f"{'whole-tile Mpx/s':>16} {'core/read':>9}" + (f" {'learned Mpx/s':>13}" if model else "")
     )
     for name, config in quarters.items():
-        m = measure(config, args.tiles)
+        m = measure(config, args.tiles, model)
         print(
             f"{name:<34} {m['tiles']:>5} {m['read']:>10.1f} {m['focused']:>10.1f} "
             f"{m['whole']:>16.1f} {m['read'] / m['focused']:>9.1f}"
+            + (f" {m['learned']:>13.2f}" if model else "")
         )
-    print("\nMpx/s of haloed tile (1152² px) per core; target: the core keeps pace with reading")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        "\nMpx/s of haloed tile (1152² px) per core; target: the core keeps pace with reading; "
+        f"peak RSS of this process {peak:.0f} MiB"
+    )
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 
