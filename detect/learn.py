@@ -31,7 +31,7 @@ objects below the minimum area.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -178,23 +178,33 @@ def features(
 
 
 def _planes(
-    before: Scene, after: Scene, pixel_size: float, params: DetectParams
+    before: Scene, after: Scene, pixel_size: float, params: DetectParams, *, step: int = 1
 ) -> tuple[tuple[str, ...], list[np.ndarray], np.ndarray]:
-    """:func:`features` as a list of float32 (h, w) planes, not yet stacked into one array."""
+    """:func:`features` as a list of float32 planes, not stacked into one array, and the
+    (h, w) valid mask. With ``step`` > 1 a plane is kept only on the grid of every ``step``-th
+    row and column (and the last, see :func:`_grid`) as soon as it is made, so that the planes
+    of a tile take a ``step``² share of the memory."""
     if not pixel_size > 0:
         raise InputError(
             f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
         )
     b, a, valid = _prepare(before, after, pixel_size, params)
-    lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
+    at = np.ix_(*(_grid(n, step) for n in valid.shape))
     found: dict[str, np.ndarray] = {}
+
+    def keep(group: Iterable[tuple[str, np.ndarray]]) -> None:
+        for name, plane in group:
+            found[name] = np.asarray(plane[at] if step > 1 else plane, np.float32)
+
+    lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
+    distance = np.zeros(0)
     for scale in FEATURE_SCALES_M:
-        found.update(_scale_features(b, a, lum_b, lum_a, scale, pixel_size))
-    found.update(_shape_features(lum_b, lum_a, valid, pixel_size))
-    found.update(_context_features(found["colour_distance_1m"], lum_a - lum_b, valid, pixel_size))
-    found.update(_surroundings(lum_b, lum_a, found["colour_distance_1m"], pixel_size))
-    for name, plane in found.items():  # one plane at a time: no second copy of them all
-        found[name] = plane.astype(np.float32, copy=False)
+        group = _scale_features(b, a, lum_b, lum_a, scale, pixel_size)
+        distance = group.get("colour_distance_1m", distance)
+        keep(group.items())
+    keep(_shape_features(lum_b, lum_a, valid, pixel_size).items())
+    keep(_context_features(distance, lum_a - lum_b, valid, pixel_size).items())
+    keep(_surroundings(lum_b, lum_a, distance, pixel_size))
     return tuple(found), list(found.values()), valid
 
 
@@ -284,10 +294,10 @@ def _context_features(
 
 def _surroundings(
     lum_b: np.ndarray, lum_a: np.ndarray, distance: np.ndarray, pixel_size: float
-) -> dict[str, np.ndarray]:
+) -> Iterator[tuple[str, np.ndarray]]:
     """Brightness of each epoch and colour distance some metres away in each compass direction,
-    less their value here (both blurred by a quarter of the distance)."""
-    out = {}
+    less their value here (both blurred by a quarter of the distance); (name, plane) one at
+    a time."""
     for name, image in (("before", lum_b), ("after", lum_a), ("change", distance)):
         for reach in _AROUND_M:
             steps = reach / pixel_size
@@ -295,8 +305,7 @@ def _surroundings(
             for k, direction in enumerate(_COMPASS):
                 angle = k * np.pi / 4
                 away = _shifted(smooth, round(steps * np.sin(angle)), round(steps * np.cos(angle)))
-                out[f"{name}_{direction}_{reach:g}m"] = away - smooth
-    return out
+                yield f"{name}_{direction}_{reach:g}m", away - smooth
 
 
 def _shifted(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -454,24 +463,22 @@ def probability(
     errors.InputError
         As :func:`features`, or a model trained on other features.
     """
-    names, planes, valid = _planes(before, after, pixel_size, params)
+    # Classified on a grid about _PREDICT_M apart, the features kept only there, a band of
+    # the grid's rows at a time (the classifier takes its float64 copy of one band only).
+    step = max(1, int(round(_PREDICT_M / pixel_size)))
+    names, planes, valid = _planes(before, after, pixel_size, params, step=step)
     if names != model.feature_names:
         raise InputError(
             f"the model was trained on {len(model.feature_names)} other features than this "
             f"version computes ({len(names)}); retrain it with `tuban train`"
         )
-    # Classified on a grid about _PREDICT_M apart, a band of its rows at a time, the planes
-    # never stacked: a tile's features are held once (the classifier takes its float64 copy
-    # of one band only).
-    step = max(1, int(round(_PREDICT_M / pixel_size)))
     rows_at, cols_at = (_grid(n, step) for n in valid.shape)
     per_band = max(1, _CHUNK // cols_at.size)
     coarse = np.zeros((rows_at.size, cols_at.size), np.float32)
     for top in range(0, rows_at.size, per_band):
-        at = np.ix_(rows_at[top : top + per_band], cols_at)
         # (k, m) transposed: the classifier bins features a column at a time, several
         # times faster in this (Fortran) order than in rows of pixels.
-        block = np.stack([plane[at].ravel() for plane in planes])
+        block = np.stack([plane[top : top + per_band].ravel() for plane in planes])
         coarse[top : top + per_band] = model.classifier.predict_proba(block.T)[:, 1].reshape(
             -1, cols_at.size
         )
