@@ -189,12 +189,13 @@ def _planes(
             f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
         )
     b, a, valid = _prepare(before, after, pixel_size, params)
-    at = np.ix_(*(_grid(n, step) for n in valid.shape))
+    rows, cols = (_grid(n, step) for n in valid.shape)
+    at = np.ix_(rows, cols)
     found: dict[str, np.ndarray] = {}
 
-    def keep(group: Iterable[tuple[str, np.ndarray]]) -> None:
+    def keep(group: Iterable[tuple[str, np.ndarray]], *, made_there: bool = False) -> None:
         for name, plane in group:
-            found[name] = np.asarray(plane[at] if step > 1 else plane, np.float32)
+            found[name] = np.asarray(plane if made_there or step == 1 else plane[at], np.float32)
 
     lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
     distance = np.zeros(0)
@@ -204,7 +205,7 @@ def _planes(
         keep(group.items())
     keep(_shape_features(lum_b, lum_a, valid, pixel_size).items())
     keep(_context_features(distance, lum_a - lum_b, valid, pixel_size).items())
-    keep(_surroundings(lum_b, lum_a, distance, pixel_size))
+    keep(_surroundings(lum_b, lum_a, distance, pixel_size, (rows, cols)), made_there=True)
     return tuple(found), list(found.values()), valid
 
 
@@ -293,51 +294,37 @@ def _context_features(
 
 
 def _surroundings(
-    lum_b: np.ndarray, lum_a: np.ndarray, distance: np.ndarray, pixel_size: float
+    lum_b: np.ndarray,
+    lum_a: np.ndarray,
+    distance: np.ndarray,
+    pixel_size: float,
+    at: tuple[np.ndarray, np.ndarray],
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Brightness of each epoch and colour distance some metres away in each compass direction,
-    less their value here (both blurred by a quarter of the distance); (name, plane) one at
-    a time."""
+    less their value here (both blurred by a quarter of the distance), mirrored at the image's
+    edges; (name, plane) one at a time, on the rows and columns ``at``."""
+    rows, cols = at
+    h, w = lum_b.shape
     for name, image in (("before", lum_b), ("after", lum_a), ("change", distance)):
         for reach in _AROUND_M:
             steps = reach / pixel_size
             smooth = _blur(image, steps / 4)
+            here = smooth[np.ix_(rows, cols)]
             for k, direction in enumerate(_COMPASS):
                 angle = k * np.pi / 4
-                away = _shifted(smooth, round(steps * np.sin(angle)), round(steps * np.cos(angle)))
-                yield f"{name}_{direction}_{reach:g}m", away - smooth
+                down, right = round(steps * np.sin(angle)), round(steps * np.cos(angle))
+                away = smooth[np.ix_(_mirror(rows + down, h), _mirror(cols + right, w))]
+                yield f"{name}_{direction}_{reach:g}m", away - here
 
 
-def _shifted(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """``image`` read ``rows`` down and ``cols`` right of each pixel, mirrored at the edges
-    (``numpy.pad``'s ``reflect``: the edge pixel is not repeated)."""
-    return _along(_along(image, rows, axis=0), cols, axis=1)
-
-
-def _along(image: np.ndarray, k: int, *, axis: int) -> np.ndarray:
-    """``image`` read ``k`` pixels further along ``axis``, mirrored at the ends: two slice
-    copies, several times faster than padding the whole image."""
-    n = image.shape[axis]
-    if k == 0:
-        return image
-    if abs(k) >= n:  # reflected more than once
-        width = [(0, 0), (0, 0)]
-        width[axis] = (abs(k), abs(k))
-        return np.take(
-            np.pad(image, width, mode="reflect"), range(abs(k) + k, abs(k) + k + n), axis
-        )
-
-    def part(start: int | None, stop: int | None, step: int = 1) -> tuple[slice, ...]:
-        return (slice(None),) * axis + (slice(start, stop, step),)
-
-    out = np.empty_like(image)
-    if k > 0:  # out[n - k + j] = image[n - 2 - j]
-        out[part(0, n - k)] = image[part(k, n)]
-        out[part(n - k, n)] = image[part(n - 2, n - 2 - k if n - 2 - k >= 0 else None, -1)]
-    else:  # out[j] = image[-k - j]
-        out[part(-k, n)] = image[part(0, n + k)]
-        out[part(0, -k)] = image[part(-k, 0, -1)]
-    return out
+def _mirror(index: np.ndarray, size: int) -> np.ndarray:
+    """Pixel indexes beyond 0..size-1 mirrored about the edge pixels (``numpy.pad``'s
+    ``reflect``: -1 -> 1, size -> size - 2)."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index < size, index, period - index)
 
 
 def training_sample(

@@ -127,16 +127,14 @@ def test_surroundings_look_the_named_way():
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.integers(2, 30), st.integers(2, 30), st.integers(-40, 40), st.integers(-40, 40), st.data()
-)
-def test_shifted_reads_the_mirrored_image(h, w, rows, cols, data):
-    from detect.learn import _shifted
+@given(st.integers(1, 30), st.integers(-80, 80))
+def test_mirror_reads_as_numpy_pad_reflect(size, shift):
+    from detect.learn import _mirror
 
-    image = np.arange(h * w, dtype=np.float32).reshape(h, w) * data.draw(st.floats(0.5, 2.0))
-    padded = np.pad(image, ((abs(rows),) * 2, (abs(cols),) * 2), mode="reflect")
-    top, left = abs(rows) + rows, abs(cols) + cols
-    assert np.array_equal(_shifted(image, rows, cols), padded[top : top + h, left : left + w])
+    line = np.arange(size)
+    reach = abs(shift)
+    padded = np.pad(line, reach, mode="reflect") if size > 1 else np.zeros(size + 2 * reach, int)
+    assert np.array_equal(_mirror(line + shift, size), padded[reach + shift : reach + shift + size])
 
 
 def test_features_ignore_each_bands_gain_and_offset():
