@@ -193,19 +193,20 @@ def _planes(
     at = np.ix_(rows, cols)
     found: dict[str, np.ndarray] = {}
 
-    def keep(group: Iterable[tuple[str, np.ndarray]], *, made_there: bool = False) -> None:
-        for name, plane in group:
-            found[name] = np.asarray(plane if made_there or step == 1 else plane[at], np.float32)
+    def keep(group: Iterable[tuple[str, np.ndarray]]) -> None:
+        for name, plane in group:  # whole planes cut to the grid; those made there as they are
+            whole = step > 1 and plane.shape == valid.shape
+            found[name] = np.asarray(plane[at] if whole else plane, np.float32)
 
     lum_b, lum_a = b.mean(axis=0), a.mean(axis=0)
     distance = np.zeros(0)
     for scale in FEATURE_SCALES_M:
-        group = _scale_features(b, a, lum_b, lum_a, scale, pixel_size)
+        group = _scale_features(b, a, lum_b, lum_a, scale, pixel_size, at if step > 1 else None)
         distance = group.get("colour_distance_1m", distance)
         keep(group.items())
     keep(_shape_features(lum_b, lum_a, valid, pixel_size).items())
     keep(_context_features(distance, lum_a - lum_b, valid, pixel_size).items())
-    keep(_surroundings(lum_b, lum_a, distance, pixel_size, (rows, cols)), made_there=True)
+    keep(_surroundings(lum_b, lum_a, distance, pixel_size, (rows, cols)))
     return tuple(found), list(found.values()), valid
 
 
@@ -216,20 +217,32 @@ def _scale_features(
     lum_a: np.ndarray,
     scale: float,
     pixel_size: float,
+    at: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Change, structure and (at the state scales) each epoch's colour, blurred by ``scale`` m."""
+    """Change, structure and (at the state scales) each epoch's colour, blurred by ``scale`` m.
+
+    With ``at`` (``numpy.ix_`` rows and columns) all but the colour distance are made only
+    there: what follows the blurs is per pixel."""
     sigma = scale / pixel_size
     sb = np.stack([_blur(band, sigma) for band in b])
     sa = np.stack([_blur(band, sigma) for band in a])
+    distance = np.sqrt(((sa - sb) ** 2).sum(axis=0))  # whole: the context features blur it
     mean_b, mean_a = sb.mean(axis=0), sa.mean(axis=0)
+    grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
+    square_b, square_a = _blur(lum_b * lum_b, sigma), _blur(lum_a * lum_a, sigma)
+    if at is not None:
+        picked = (Ellipsis, *at)
+        sb, sa, mean_b, mean_a = sb[picked], sa[picked], mean_b[picked], mean_a[picked]
+        grad_b, grad_a, square_b, square_a = (
+            x[picked] for x in (grad_b, grad_a, square_b, square_a)
+        )
     total_b = np.abs(sb).sum(axis=0) + _BRIGHT_EPS
     total_a = np.abs(sa).sum(axis=0) + _BRIGHT_EPS
     sat_b, sat_a = _saturation(sb), _saturation(sa)
-    grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
-    std_b, std_a = _local_std(lum_b, mean_b, sigma), _local_std(lum_a, mean_a, sigma)
+    std_b, std_a = _local_std(square_b, mean_b), _local_std(square_a, mean_a)
     at = f"{scale:g}m"
     out = {
-        f"colour_distance_{at}": np.sqrt(((sa - sb) ** 2).sum(axis=0)),
+        f"colour_distance_{at}": distance,
         f"brightness_change_{at}": mean_a - mean_b,
         f"brightness_log_ratio_{at}": _log_ratio(mean_a, mean_b, _BRIGHT_EPS),
         **{
@@ -465,7 +478,9 @@ def probability(
     for top in range(0, rows_at.size, per_band):
         # (k, m) transposed: the classifier bins features a column at a time, several
         # times faster in this (Fortran) order than in rows of pixels.
-        block = np.stack([plane[top : top + per_band].ravel() for plane in planes])
+        block = np.stack(
+            [plane[top : top + per_band].ravel() for plane in planes], dtype=np.float64
+        )
         coarse[top : top + per_band] = model.classifier.predict_proba(block.T)[:, 1].reshape(
             -1, cols_at.size
         )
@@ -663,9 +678,10 @@ def _derivative(image: np.ndarray, axis: int) -> np.ndarray:
     return ndi.correlate1d(image, np.array([-0.5, 0.0, 0.5], np.float32), axis=axis, mode="nearest")
 
 
-def _local_std(image: np.ndarray, smooth: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-weighted standard deviation of ``image`` given its blur ``smooth``."""
-    return np.sqrt(np.maximum(_blur(image * image, sigma) - smooth * smooth, 0.0))
+def _local_std(square: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """Gaussian-weighted standard deviation of an image from the blurs of its square and of
+    itself."""
+    return np.sqrt(np.maximum(square - smooth * smooth, 0.0))
 
 
 def _blob(image: np.ndarray, sigma: float) -> np.ndarray:
