@@ -24,7 +24,8 @@ give the same features for the same ground:
   every shadow the same way, and that pattern is what marks a building.
 
 :func:`fit` trains a :class:`sklearn.ensemble.HistGradientBoostingClassifier` on pixel samples
-(:func:`training_sample`); :func:`probability` maps a pair; :func:`learned_mask` and
+(:func:`training_sample`); :func:`probability` maps a pair (classified on a 1 m grid,
+interpolated between); :func:`learned_mask` and
 :func:`detect_changes_learned` threshold the map with hysteresis, open it, fill holes and drop
 objects below the minimum area.
 """
@@ -443,6 +444,9 @@ def probability(
     params: DetectParams = DetectParams(),
 ) -> np.ndarray:
     """The model's probability of change at every pixel.
+
+    The classifier runs on a grid about ``_PREDICT_M`` (1 m) apart, every pixel of imagery of
+    a metre or coarser, and the probability is interpolated linearly between.
 
     Parameters
     ----------
