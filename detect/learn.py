@@ -90,8 +90,8 @@ _STEP = 2
 _CHUNK = 1 << 16
 #: Spacing (m) of the grid the classifier is evaluated on; the probability is interpolated
 #: linearly between. The features are blurred by at least half a metre, so the map varies
-#: little within a metre, and classifying every pixel of 0.5 m imagery would cost four times
-#: as much (the classifier is most of the learned scorer's time).
+#: little within a metre; classifying (and keeping the features of) every pixel of 0.5 m
+#: imagery would cost four times as much.
 _PREDICT_M = 1.0
 #: Label pixels this close (px) to a label edge are not sampled (outlines are uncertain).
 _EDGE_PX = 1
@@ -218,11 +218,11 @@ def _scale_features(
     lum_a: np.ndarray,
     scale: float,
     pixel_size: float,
-    at: tuple[np.ndarray, np.ndarray] | None = None,
+    grid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Change, structure and (at the state scales) each epoch's colour, blurred by ``scale`` m.
 
-    With ``at`` (``numpy.ix_`` rows and columns) all but the colour distance are made only
+    With ``grid`` (``numpy.ix_`` rows and columns) all but the colour distance are made only
     there: what follows the blurs is per pixel."""
     sigma = scale / pixel_size
     sb = np.stack([_blur(band, sigma) for band in b])
@@ -231,8 +231,8 @@ def _scale_features(
     mean_b, mean_a = sb.mean(axis=0), sa.mean(axis=0)
     grad_b, grad_a = _gradient(mean_b, sigma), _gradient(mean_a, sigma)
     square_b, square_a = _blur(lum_b * lum_b, sigma), _blur(lum_a * lum_a, sigma)
-    if at is not None:
-        picked = (Ellipsis, *at)
+    if grid is not None:
+        picked = (Ellipsis, *grid)
         sb, sa, mean_b, mean_a = sb[picked], sa[picked], mean_b[picked], mean_a[picked]
         grad_b, grad_a, square_b, square_a = (
             x[picked] for x in (grad_b, grad_a, square_b, square_a)
