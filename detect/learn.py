@@ -479,15 +479,15 @@ def probability(
     rows_at, cols_at = (_grid(n, step) for n in valid.shape)
     per_band = max(1, _CHUNK // cols_at.size)
     coarse = np.zeros((rows_at.size, cols_at.size), np.float32)
+    # One float64 buffer for every band (a fresh one each time costs as much as filling it).
+    buffer = np.empty((len(planes), min(per_band, rows_at.size) * cols_at.size))
     for top in range(0, rows_at.size, per_band):
+        band = slice(top, min(top + per_band, rows_at.size))
+        block = buffer[:, : (band.stop - top) * cols_at.size]
+        np.stack([plane[band].ravel() for plane in planes], out=block)
         # (k, m) transposed: the classifier bins features a column at a time, several
         # times faster in this (Fortran) order than in rows of pixels.
-        block = np.stack(
-            [plane[top : top + per_band].ravel() for plane in planes], dtype=np.float64
-        )
-        coarse[top : top + per_band] = model.classifier.predict_proba(block.T)[:, 1].reshape(
-            -1, cols_at.size
-        )
+        coarse[band] = model.classifier.predict_proba(block.T)[:, 1].reshape(-1, cols_at.size)
     coarse[~valid[np.ix_(rows_at, cols_at)]] = 0.0
     if step > 1:
         coarse = _interpolated(coarse, rows_at, valid.shape[0], axis=0)
