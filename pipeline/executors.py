@@ -68,8 +68,9 @@ class Executor:
         """Apply ``fn`` to every item; yield ``(item, result)`` as each finishes.
 
         ``fn`` must be a module-level function (it is pickled for process and Dask workers).
-        With ``runs``, each worker takes runs of consecutive items (a few runs per worker)
-        rather than one item at a time: neighbouring tiles then share the worker's caches.
+        With ``runs``, each worker takes runs of consecutive items rather than one item at a
+        time: neighbouring tiles then share the worker's caches. The runs shorten as the items
+        run out (see :func:`_runs`), so that no worker idles long while another ends a run.
         """
         items = list(items)
         bar = tqdm(total=len(items), desc=desc, unit="tile", disable=not self.progress or None)
@@ -80,8 +81,7 @@ class Executor:
                     bar.update()
                     yield item, result
                 return
-            size = max(1, -(-len(items) // (4 * self.n_workers))) if runs else 1
-            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+            chunks = _runs(items, self.n_workers) if runs else [[item] for item in items]
             task = partial(_run, fn)
             backend = self._map_processes if self.name == "processes" else self._map_dask
             for chunk, results in backend(task, chunks):
@@ -152,6 +152,17 @@ class Executor:
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def _runs(items: list[T], workers: int) -> list[list[T]]:
+    """Consecutive runs of the items, each a half of what is left per worker when it is cut
+    ("guided" scheduling): long runs first, single items last."""
+    out, start = [], 0
+    while start < len(items):
+        size = -(-(len(items) - start) // (2 * workers))
+        out.append(items[start : start + size])
+        start += size
+    return out
 
 
 def _run(fn: Callable[[T], R], items: list[T]) -> list[R]:

@@ -20,7 +20,7 @@ import rasterio
 from pipeline import batch
 from pipeline.config import load_config
 from pipeline.demo import make_demo
-from pipeline.executors import Executor
+from pipeline.executors import Executor, _runs
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -138,3 +138,15 @@ def test_runs_of_items_give_every_item_its_own_result():
         got = dict(executor.map(abs, items, runs=True))
         assert dict(executor.map(abs, [], runs=True)) == {}
     assert got == {i: -i for i in items}
+
+
+@pytest.mark.parametrize("n, workers", [(0, 2), (1, 1), (13, 2), (162, 2), (81, 8)])
+def test_runs_are_consecutive_and_shorten_to_single_items(n, workers):
+    items = list(range(n))
+    runs = _runs(items, workers)
+    assert [i for run in runs for i in run] == items
+    sizes = [len(run) for run in runs]
+    assert sizes == sorted(sizes, reverse=True)
+    if n:
+        assert sizes[0] == -(-n // (2 * workers))
+        assert sizes[-1] == 1
