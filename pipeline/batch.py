@@ -7,12 +7,15 @@ checksums, the config, library versions and per-stage timings.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .changes import ChangeSet, detect_quarter, read_changes
 from .chips import write_chips
@@ -20,10 +23,12 @@ from .config import Config
 from .executors import Executor
 from .export import write_quarter
 from .ingest import EpochIndex, ingest_epoch, ingest_epochs
-from .manifest import write_manifest
+from .manifest import input_checksums, write_manifest
 from .register import earlier_tasks, read_register, record_quarter
 from .tasks import TaskRules, TaskSet, build_tasks
 from .vectors import read_offices, read_permits
+
+T = TypeVar("T")
 
 __all__ = ["BatchReport", "changes", "ingest", "quarter_dir", "run", "worklists"]
 
@@ -43,6 +48,20 @@ def _timed(report: BatchReport, stage: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     report.timings[stage] = round(report.timings.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` in a daemon thread: a batch that fails does not wait for it to end."""
+    future: Future[T] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=fn.__name__, daemon=True).start()
+    return future
 
 
 def quarter_dir(config: Config) -> Path:
@@ -156,6 +175,7 @@ def run(
     executor = executor or Executor()
     run_cfg = config.require_run()
     report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
+    checksums = _in_background(input_checksums, config)  # while the workers ingest and detect
     with executor:
         with _timed(report, "ingest"):
             indexes = ingest_epochs(config, [run_cfg.before, run_cfg.after], executor=executor)
@@ -178,5 +198,6 @@ def run(
             timings=report.timings,
             executor=executor,
             counts=report.counts,
+            inputs=checksums.result(),
         )
     return report

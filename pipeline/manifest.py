@@ -1,7 +1,9 @@
 """``manifest.json``: what a quarter's outputs were made from, with what, and how long it took.
 
 Input checksums (SHA-256) are cached in ``<work>/checksums.json`` by path, size and mtime, so a
-county's imagery is hashed once, not on every run.
+county's imagery is hashed once, not on every run. :func:`pipeline.batch.run` takes them
+(:func:`input_checksums`) in a thread while the stages run, so hashing a new quarter's imagery
+costs no time of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .atomic import write_json
 from .config import Config
 from .executors import Executor
 
-__all__ = ["input_files", "write_manifest"]
+__all__ = ["input_checksums", "input_files", "write_manifest"]
 
 _LIBRARIES = (
     "tuban",
@@ -61,6 +63,18 @@ def _sha256(path: Path, cache: dict) -> str:
     return cache[key]["sha256"]
 
 
+def input_checksums(config: Config) -> list[dict]:
+    """``path``, ``size`` and ``sha256`` of every :func:`input_files`, through the cache."""
+    cache_path = config.work_dir / "checksums.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    inputs = [
+        {"path": str(p), "size": p.stat().st_size, "sha256": _sha256(p, cache)}
+        for p in input_files(config)
+    ]
+    write_json(cache_path, cache)
+    return inputs
+
+
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in _LIBRARIES:
@@ -81,19 +95,14 @@ def write_manifest(
     timings: dict[str, float],
     executor: Executor,
     counts: dict[str, int],
+    inputs: list[dict] | None = None,
 ) -> dict:
-    """Write the manifest of a finished batch and return it."""
-    cache_path = config.work_dir / "checksums.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    inputs = [
-        {"path": str(p), "size": p.stat().st_size, "sha256": _sha256(p, cache)}
-        for p in input_files(config)
-    ]
-    write_json(cache_path, cache)
+    """Write the manifest of a finished batch and return it; ``inputs`` are the
+    :func:`input_checksums` when already taken."""
     manifest = {
         "quarter": config.quarter,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "inputs": inputs,
+        "inputs": input_checksums(config) if inputs is None else inputs,
         "config": config.model_dump(mode="json", by_alias=True, exclude={"root", "file"}),
         "executor": {"name": executor.name, "workers": executor.n_workers},
         "versions": _versions(),

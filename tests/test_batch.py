@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -50,7 +52,9 @@ def test_demo_writes_every_output(demo_run):
     assert summary
     manifest = json.loads((q / "manifest.json").read_text(encoding="utf-8"))
     assert {"inputs", "config", "versions", "timings_s"} <= manifest.keys()
-    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert {Path(i["path"]).name for i in manifest["inputs"]} >= {"quarter.toml", "offices.gpkg"}
+    for entry in manifest["inputs"]:  # hashed beside the stages, each the file's own digest
+        assert entry["sha256"] == hashlib.sha256(Path(entry["path"]).read_bytes()).hexdigest()
     tiles = gpd.read_file(q / "2024Q2.gpkg", layer="tiles")
     assert len(tiles) >= 1 and tiles["tile"].is_unique
 
