@@ -115,6 +115,13 @@ def demo(
             f"(recall {s.recall:.2f}), {s.correct}/{s.tasks} tasks correct "
             f"(precision {s.precision:.2f}), permitted buildings issued: {s.permitted_issued}"
         )
+        click.echo(
+            "  by cover: "
+            + "; ".join(
+                f"{cover}: {c.found}/{c.planted} found, {c.correct}/{c.tasks} tasks correct"
+                for cover, c in score.covers.items()
+            )
+        )
         if score.followed:
             click.echo(
                 f"earlier cases seen again: {score.linked}/{score.followed} linked to their "

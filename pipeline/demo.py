@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from errors import InputError
 
-from .scoring import ObjectScore, score_tasks
+from .scoring import ObjectScore, score_by_cover, score_tasks
 
 __all__ = [
     "Demo",
@@ -351,12 +351,16 @@ class QuarterScore:
     reissued : int
         How many of those lie, for at least half their area, under tasks linked to no earlier
         task: issued twice.
+    covers : dict of str to pipeline.scoring.ObjectScore
+        ``objects`` in the drone block (a DSM in both epochs) and outside it (satellite only),
+        keyed by :data:`pipeline.scoring.COVERS` (see :func:`pipeline.scoring.score_by_cover`).
     """
 
     objects: ObjectScore
     followed: int
     linked: int
     reissued: int
+    covers: dict[str, ObjectScore]
 
 
 def score_quarter(demo: Demo, quarter: int, out_dir: str | os.PathLike) -> QuarterScore:
@@ -378,8 +382,16 @@ def score_quarter(demo: Demo, quarter: int, out_dir: str | os.PathLike) -> Quart
     gpkg = Path(out_dir) / f"{Path(out_dir).name}.gpkg"
     tasks = gpd.read_file(gpkg, layer="tasks")
     truth = gpd.read_file(demo.truth, layer=demo.truth_layers[quarter]).to_crs(tasks.crs)
+    nuisance = gpd.read_file(demo.truth, layer="nuisance").to_crs(tasks.crs)
+    footprint = nuisance.geometry[nuisance["kind"] == "drone_footprint"].union_all()
     if "case" not in truth:
-        return QuarterScore(score_tasks(tasks, truth), followed=0, linked=0, reissued=0)
+        return QuarterScore(
+            score_tasks(tasks, truth),
+            followed=0,
+            linked=0,
+            reissued=0,
+            covers=score_by_cover(tasks, truth, footprint),
+        )
     new = (truth["case"] == "new").to_numpy()
     followed = truth.geometry.to_numpy()[~new]
     linked = np.concatenate(
@@ -394,6 +406,7 @@ def score_quarter(demo: Demo, quarter: int, out_dir: str | os.PathLike) -> Quart
         followed=len(followed),
         linked=int((_covered(followed, linked) >= 0.5).sum()),
         reissued=int((_covered(followed, again) >= 0.5).sum()),
+        covers=score_by_cover(tasks, truth[new], footprint),
     )
 
 

@@ -93,6 +93,11 @@ def test_two_quarters_with_returned_worklists(tmp_path):
     assert score.followed > 0
     assert score.reissued == 0
     assert score.linked == score.followed
+    # its new changes and tasks split between the drone block and the satellite-only area
+    for count in ("planted", "tasks"):
+        assert sum(getattr(c, count) for c in score.covers.values()) == getattr(
+            score.objects, count
+        )
     ids_2 = gpd.read_file(report.out_dir / "2024Q3.gpkg", layer="tasks")["task_id"]
     assert not set(ids_2) & set(tasks["task_id"])
     registered = read_register(register).tasks
