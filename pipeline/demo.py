@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from errors import InputError
 
-from .scoring import ObjectScore, score_by_cover, score_tasks
+from .scoring import ObjectScore, drone_footprint, score_by_cover, score_tasks
 
 __all__ = [
     "Demo",
@@ -382,8 +382,7 @@ def score_quarter(demo: Demo, quarter: int, out_dir: str | os.PathLike) -> Quart
     gpkg = Path(out_dir) / f"{Path(out_dir).name}.gpkg"
     tasks = gpd.read_file(gpkg, layer="tasks")
     truth = gpd.read_file(demo.truth, layer=demo.truth_layers[quarter]).to_crs(tasks.crs)
-    nuisance = gpd.read_file(demo.truth, layer="nuisance").to_crs(tasks.crs)
-    footprint = nuisance.geometry[nuisance["kind"] == "drone_footprint"].union_all()
+    footprint = drone_footprint(demo.truth, tasks.crs)
     if "case" not in truth:
         return QuarterScore(
             score_tasks(tasks, truth),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -22,6 +23,7 @@ import shapely
 __all__ = [
     "COVERS",
     "ObjectScore",
+    "drone_footprint",
     "score_by_cover",
     "score_demo",
     "score_demo_by_cover",
@@ -125,6 +127,11 @@ def score_demo_by_cover(quarter_dir: Path, truth_path: Path) -> dict[str, Object
     ``nuisance`` layer."""
     quarter = Path(quarter_dir).name
     tasks = gpd.read_file(Path(quarter_dir) / f"{quarter}.gpkg", layer="tasks")
-    nuisance = gpd.read_file(truth_path, layer="nuisance").to_crs(tasks.crs)
-    footprint = nuisance.geometry[nuisance["kind"] == "drone_footprint"].union_all()
+    footprint = drone_footprint(truth_path, tasks.crs)
     return score_by_cover(tasks, gpd.read_file(truth_path, layer="truth"), footprint)
+
+
+def drone_footprint(truth_path: Path, crs: Any) -> shapely.Geometry:
+    """The drone block's outline in ``crs``, from ``truth.gpkg``'s ``nuisance`` layer."""
+    nuisance = gpd.read_file(truth_path, layer="nuisance").to_crs(crs)
+    return nuisance.geometry[nuisance["kind"] == "drone_footprint"].union_all()
