@@ -15,10 +15,15 @@ each it times, in this process:
   (:func:`detect.learn.detect_changes_learned`) on up to ``LEARNED_TILES`` of the tiles;
 
 and prints Mpx/s of haloed tile per core, the core's time over the read's, and the peak
-resident memory of this process.
+resident memory of this process. The process runs as tuban's do (numpy without transparent
+huge pages unless ``NUMPY_MADVISE_HUGEPAGE`` is set; see ``pipeline/__init__.py``).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # before numpy loads, as in pipeline
 
 import argparse
 import resource
@@ -42,7 +47,7 @@ from pipeline.learn import load_model
 from tiles import TileId
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import make_quarter  # noqa: E402
+from speed import make_quarter
 
 #: Tiles the (slower) learned scorer is timed on.
 LEARNED_TILES = 4
