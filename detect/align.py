@@ -201,17 +201,28 @@ def _bilinear_shift(
     _, h, w = data.shape
     whole_r, whole_c = int(np.floor(row)), int(np.floor(col))
     frac_r, frac_c = np.float32(row - whole_r), np.float32(col - whole_c)
-    rows = np.clip(np.arange(-1, h) - whole_r, 0, h - 1)
-    cols = np.clip(np.arange(-1, w) - whole_c, 0, w - 1)
-    grid = data[:, rows][:, :, cols].astype(np.float32, copy=False)
-    same_row = grid[:, 1:, 1:] * (1 - frac_c) + grid[:, 1:, :-1] * frac_c
-    row_above = grid[:, :-1, 1:] * (1 - frac_c) + grid[:, :-1, :-1] * frac_c
-    out = same_row * (1 - frac_r) + row_above * frac_r
+    # grid[:, i, j] = data[:, i - 1 - whole_r, j - 1 - whole_c], edges repeated: (n, h+1, w+1)
+    grid = _edge_window(data.astype(np.float32, copy=False), -1 - whole_r, -1 - whole_c)
+    across = grid[:, :, 1:] * (1 - frac_c) + grid[:, :, :-1] * frac_c
+    out = across[:, 1:] * (1 - frac_r) + across[:, :-1] * frac_r
     if fill is not None:
         source_r, source_c = np.arange(h) - row, np.arange(w) - col
         out[:, (source_r < 0) | (source_r > h - 1)] = fill
         out[:, :, (source_c < 0) | (source_c > w - 1)] = fill
     return out
+
+
+def _edge_window(data: np.ndarray, top: int, left: int) -> np.ndarray:
+    """``data[:, top:top + h + 1, left:left + w + 1]`` of (n, h, w) ``data``, indexes beyond
+    the image clipped to its edge (the edge rows and columns repeat)."""
+    _, h, w = data.shape
+    pads, cuts = [(0, 0)], [slice(None)]
+    for start, size in ((top, h), (left, w)):
+        start = int(np.clip(start, -size - 1, size))  # past that, every index clips alike
+        before, after = max(-start, 0), max(start + size + 1 - size, 0)
+        pads.append((before, after))
+        cuts.append(slice(start + before, start + before + size + 1))
+    return np.pad(data, pads, mode="edge")[tuple(cuts)]
 
 
 def _peak_confidence(ref_f: np.ndarray, mov_f: np.ndarray) -> float:

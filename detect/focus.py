@@ -4,9 +4,10 @@ Most of a quarter's ground does not change. Before the cues are computed,
 :func:`focus_windows` bounds the fused score (:func:`detect.cues.compute_cues`) from above on
 every pixel, from what is cheap to compute for the whole tile:
 
-* colour: the colour change, smoothed as the cues smooth it (only the difference is smoothed,
-  one array per pair, not both epochs' layers) and in the tile's noise units
-  (:class:`detect.cues.Levels`), with structure at its most (``EDGE_GAIN`` times); none where
+* colour: the colour change in the tile's noise units (:class:`detect.cues.Levels`), bounded
+  from above by smoothing the sum of the squared band changes (one array per pair, not both
+  epochs' layers; the square of a weighted mean is at most the weighted mean of the squares),
+  with structure at its most (``EDGE_GAIN`` times); none where
   the pixel is vegetated in both epochs or water in both, where colour counts for nothing.
   Those indices are linear inequalities in the bands, so they hold after smoothing wherever
   they hold all around: they are taken on the unsmoothed bands and shrunk by the smoothing
@@ -84,9 +85,7 @@ def focus_windows(
             height = np.where(pair.valid, np.abs(np.nan_to_num(change)), np.float32(0.0))
             rise = np.maximum(rise, height / np.float32(params.height_change_m[1]))
             continue
-        z2 = np.zeros(shape, np.float32)
-        for k, noise in enumerate(level.noise):
-            z2 += (_smoothed_change(pair, k, sigma) / np.float32(noise)) ** 2
+        z2 = _smooth(_squared_change(pair, level.noise)[np.newaxis], sigma)[0]
         z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
         colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
         wet = water(pair.before, pair.bands), water(pair.after, pair.bands)
@@ -131,6 +130,22 @@ def _smoothed_change(pair: Pair, band: int, sigma: float) -> np.ndarray:
     """One band's smoothed after minus smoothed before (the smoothing of their difference),
     float32 (h, w); a band at a time keeps the arrays small."""
     return _smooth((pair.after[band] - pair.before[band])[np.newaxis], sigma)[0]
+
+
+def _squared_change(pair: Pair, noise: np.ndarray) -> np.ndarray:
+    """Sum over bands of the squared change in units of each band's noise, float32 (h, w).
+
+    Smoothed, it bounds the sum of the squared smoothed changes the cues see from above (the
+    square of a weighted mean is at most the weighted mean of the squares), with one array to
+    smooth instead of one per band.
+    """
+    out = np.zeros(pair.before.shape[1:], np.float32)
+    for after, before, scale in zip(pair.after, pair.before, noise, strict=True):
+        change = after - before
+        change *= np.float32(1.0 / scale)
+        change *= change
+        out += change
+    return out
 
 
 def spills(

@@ -75,15 +75,13 @@ def prepare_pairs(
     pairs = []
     for kind_b, kind_a, bands in _matches(before, after):
         b, a = before[kind_b], after[kind_a]
-        index_b = [b.bands.index(n) for n in bands]
-        index_a = [a.bands.index(n) for n in bands]
         pairs.append(
             _prepare(
                 kind_b if kind_b == kind_a else f"{kind_b}-{kind_a}",
                 bands,
-                b.data[index_b],
+                _select(b, bands),
                 b.valid,
-                a.data[index_a],
+                _select(a, bands),
                 a.valid,
                 pixel_size=pixel_size,
                 params=params,
@@ -133,6 +131,14 @@ def _steady(
     return bare if bare.sum() >= 0.1 * valid.sum() else valid
 
 
+def _select(layer: Layer, bands: tuple[str, ...]) -> np.ndarray:
+    """The layer's data on ``bands``, in that order: the array itself when it holds just
+    those (nothing downstream writes into a pair's input arrays), else a copy."""
+    if layer.bands == bands:
+        return layer.data
+    return layer.data[[layer.bands.index(n) for n in bands]]
+
+
 def _common(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in first if n in second)
 
@@ -164,10 +170,11 @@ def _prepare(
         return Pair(kind, bands, before, moved, both, cloud, shift, gain, offset)
     steady = _steady(before, after, bands, both, params)
     gain, offset = fit_gain_offset(before, after, steady)
+    normalised = _apply(after, gain, offset)
     for _ in range(_REFITS):
         cloud = cloud_mask(
             before,
-            _apply(after, gain, offset),
+            normalised,
             both,
             bands=bands,
             kind=kind,
@@ -178,7 +185,7 @@ def _prepare(
         if not cloud.any():
             break
         gain, offset = fit_gain_offset(before, after, steady & ~cloud)
-    normalised = _apply(after, gain, offset)
+        normalised = _apply(after, gain, offset)
     return Pair(kind, bands, before, normalised, both & ~cloud, cloud, shift, gain, offset)
 
 

@@ -94,6 +94,26 @@ def test_apply_shift_by_zero_is_the_identity():
     assert out_valid.all()
 
 
+@pytest.mark.parametrize(
+    "shape, row, col",
+    [
+        ((2, 40, 30), 0.3, -0.7),
+        ((1, 40, 30), 2.5, 3.25),
+        ((3, 9, 7), -6.6, 1.1),
+        ((1, 5, 5), 8.0, -9.5),
+    ],
+)
+def test_apply_shift_interpolates_bilinearly_and_repeats_the_edges(shape, row, col):
+    data = _texture(shape, seed=3) * 50 + 200
+    valid = np.ones(shape[1:], bool)
+    out, out_valid = apply_shift(data, valid, Shift(row, col, 1.0, applied=True))
+    expected = ndi.shift(data.astype(np.float64), (0, row, col), order=1, mode="nearest")
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-3)
+    rows_in = (np.arange(shape[1]) - row >= 0) & (np.arange(shape[1]) - row <= shape[1] - 1)
+    cols_in = (np.arange(shape[2]) - col >= 0) & (np.arange(shape[2]) - col <= shape[2] - 1)
+    np.testing.assert_array_equal(out_valid, rows_in[:, None] & cols_in[None, :])
+
+
 def _scene_bands(seed=4, shape=(3, 200, 200)):
     base = np.array([500.0, 800.0, 1200.0])[:, None, None]
     return (base + 300 * _texture(shape, seed=seed, sigma=(0, 3, 3))).astype(np.float32)

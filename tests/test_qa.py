@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from detect.qa import cloud_mask, cloud_share
+from detect.sampling import block_sums
 
 BANDS = ("blue", "green", "red", "nir")
 
@@ -52,3 +54,15 @@ def test_without_visible_bands_nothing_is_flagged():
 def test_share_is_a_fraction_for_any_input(data):
     share = cloud_share(data, ("blue", "green", "red"), np.ones((24, 24), bool), pixel_size=0.5)
     assert 0.0 <= share <= 1.0
+
+
+@pytest.mark.parametrize("shape, step", [((2, 17, 23), 4), ((9, 8), 3), ((1, 5, 5), 5)])
+def test_block_sums_add_up_each_whole_block(shape, step):
+    data = np.random.default_rng(0).integers(0, 1000, shape).astype(np.float32)
+    out = block_sums(data, step)
+    rows, cols = shape[-2] // step, shape[-1] // step
+    assert out.shape == (*shape[:-2], rows, cols) and out.dtype == np.float32
+    for i in range(rows):
+        for j in range(cols):
+            block = data[..., i * step : (i + 1) * step, j * step : (j + 1) * step]
+            np.testing.assert_array_equal(out[..., i, j], block.sum(axis=(-2, -1)))
