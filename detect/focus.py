@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .cues import EDGE_GAIN, Levels, _noisy_or, _smooth, _smooth_radius
+from .cues import EDGE_GAIN, Levels, _noisy_or, _ramp_to, _smooth, _smooth_radius
 from .indices import vegetated, water
 from .pairs import Pair
 from .params import DetectParams
@@ -76,14 +76,16 @@ def focus_windows(
     """
     sigma = params.smooth_m / pixel_size
     radius = _smooth_radius(sigma)
-    colour, rise = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    colour = np.zeros(shape, np.float32)
+    rise: np.ndarray | None = None  # only with a DSM pair
     quiet = np.zeros(shape, bool)
     vegetation: list[tuple[np.ndarray, str]] = []
     for pair, level in zip(pairs, levels, strict=True):
         if pair.kind == "dsm":
             change = _smoothed_change(pair, 0, sigma)
             height = np.where(pair.valid, np.abs(np.nan_to_num(change)), np.float32(0.0))
-            rise = np.maximum(rise, height / np.float32(params.height_change_m[1]))
+            height /= np.float32(params.height_change_m[1])
+            rise = height if rise is None else np.maximum(rise, height)
             continue
         z2 = _smooth(_squared_change(pair, level.noise)[np.newaxis], sigma)[0]
         z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
@@ -100,7 +102,10 @@ def focus_windows(
     optical = np.where(
         quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1])
     )
-    candidate = _noisy_or(rise, optical, params) > _LOOSE * params.score_low
+    score = (
+        _ramp_to(optical, params.spectral_z) if rise is None else _noisy_or(rise, optical, params)
+    )
+    candidate = score > _LOOSE * params.score_low
     # An object survives the opening only if it holds a disk of open_m, so it holds the
     # square inscribed in that disk: only parts of the candidates holding one can be objects.
     # Each window takes all of such a part (4-connected, as the hysteresis regions are), so

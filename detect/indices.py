@@ -59,6 +59,9 @@ def water(data: np.ndarray, bands: tuple[str, ...]) -> np.ndarray | None:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    nonzero = np.abs(den) > 1e-6
+    if nonzero.all():  # the usual case, and a plain division is much faster than a masked one
+        return np.divide(num, den, dtype=np.float32)
     out = np.zeros(num.shape, np.float32)
-    np.divide(num, den, out=out, where=np.abs(den) > 1e-6)
+    np.divide(num, den, out=out, where=nonzero)
     return out
