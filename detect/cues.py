@@ -130,8 +130,13 @@ def structure_change(
 
 
 def edge_floor(image: np.ndarray, *, window_px: int) -> float:
-    """The median local edge density of an image: :func:`structure_change`'s ``c``."""
-    return _median_sampled(_edge_density(image, window_px))
+    """The median local edge density of an image: :func:`structure_change`'s ``c``.
+
+    The same median as ``_median_sampled(_edge_density(image, window_px))``: the box filter
+    runs down the columns of every pixel, then along the rows only of the sampled rows.
+    """
+    down = ndi.uniform_filter1d(gradient_magnitude(image), window_px, axis=0)
+    return float(np.median(ndi.uniform_filter1d(down[::_STEP], window_px, axis=1)[:, ::_STEP]))
 
 
 def _median_sampled(values: np.ndarray) -> float:
@@ -194,7 +199,7 @@ def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -
                 noise=noise,
                 edges=edge_floor(lum, window_px=_structure_window(pixel_size)),
                 lit=tuple(
-                    float(np.median(epoch[:, valid].mean(axis=0))) if valid.any() else np.nan
+                    float(np.median(epoch.mean(axis=0)[valid])) if valid.any() else np.nan
                     for epoch in (before, after)
                 ),
                 median=np.median(np.maximum(before, 0.0).reshape(len(before), -1), axis=1),
