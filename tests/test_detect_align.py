@@ -160,3 +160,19 @@ def test_fit_gain_offset_handles_flat_and_empty_input():
     gain, offset = fit_gain_offset(flat, flat, np.zeros((32, 32), bool))
     np.testing.assert_array_equal(gain, [1.0, 1.0])
     np.testing.assert_array_equal(offset, [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).integers(0, 300, (3, 500)).astype(np.float64),  # DN with ties
+        np.random.default_rng(1).integers(0, 65536, (2, 400)).astype(np.float64),
+        np.random.default_rng(2).normal(100, 30, (2, 300)),  # not whole numbers
+        np.random.default_rng(3).integers(-5, 5, (2, 300)).astype(np.float64),  # negative
+        np.array([[1.0, np.nan, 0.0, 1.0]]),
+    ],
+)
+def test_rank_order_is_the_stable_argsort(values):
+    from detect.radiometry import _stable_order
+
+    np.testing.assert_array_equal(_stable_order(values), values.argsort(axis=1, kind="stable"))
