@@ -1,5 +1,7 @@
 """Planted changes and nuisances on small synthetic tiles (detect.detect_changes, change_mask)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import shapely
@@ -365,8 +367,11 @@ def _quarter_tile(shape=(512, 512)):
     return first, second
 
 
-def test_focusing_on_candidate_windows_finds_what_the_whole_tile_finds():
+@pytest.mark.parametrize("with_dsm", [True, False])
+def test_focusing_on_candidate_windows_finds_what_the_whole_tile_finds(with_dsm):
     before, after = _quarter_tile()
+    if not with_dsm:  # the screen's bound is then the optical evidence alone
+        before, after = (dataclasses.replace(s, dsm=None) for s in (before, after))
     core = (slice(16, 496), slice(16, 496))
 
     focused = detect_changes(before, after, transform=_transform(), core=core)
