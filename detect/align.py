@@ -219,7 +219,7 @@ def _edge_window(data: np.ndarray, top: int, left: int) -> np.ndarray:
     pads, cuts = [(0, 0)], [slice(None)]
     for start, size in ((top, h), (left, w)):
         start = int(np.clip(start, -size - 1, size))  # past that, every index clips alike
-        before, after = max(-start, 0), max(start + size + 1 - size, 0)
+        before, after = max(-start, 0), max(start + 1, 0)  # indexes short at each end
         pads.append((before, after))
         cuts.append(slice(start + before, start + before + size + 1))
     return np.pad(data, pads, mode="edge")[tuple(cuts)]

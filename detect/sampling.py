@@ -37,7 +37,7 @@ def block_sums(data: np.ndarray, step: int) -> np.ndarray:
     h, w = data.shape[-2] // step * step, data.shape[-1] // step * step
     lead = data.shape[:-2]
     # The rows of each block added first (whole runs of memory), then the columns of the
-    # quarter-size sums: a few adds, faster than numpy's reductions over a short axis.
+    # smaller sums: a few adds, faster than numpy's reductions over a short axis.
     runs = data[..., :h, :w].reshape(*lead, h // step, step, w)
     rows = runs[..., 0, :].astype(np.float32)
     for i in range(1, step):
