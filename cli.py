@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from errors import TubanError
-from pipeline import batch
 from pipeline.config import load_config
 from pipeline.executors import EXECUTORS, Executor
+
+if TYPE_CHECKING:
+    from pipeline.batch import BatchReport
 
 __all__ = ["main"]
 
@@ -98,6 +101,7 @@ def demo(
     out: Path, size: int, seed: int, quarters: int, no_run: bool, executor, workers, scheduler
 ) -> None:
     """Write synthetic quarters (imagery, offices, permits, truth) and run the batch on each."""
+    from pipeline import batch
     from pipeline.demo import make_demo, score_quarter
 
     made = make_demo(out, size=size, seed=seed, quarters=quarters)
@@ -136,12 +140,11 @@ def demo(
 @_lang_option
 def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
     """Run the quarterly batch: ingest both epochs, detect changes, write worklists."""
-    report = batch.run(
-        load_config(config),
-        executor=_executor(executor, workers, scheduler),
-        lang=lang,
-        resume=resume,
-    )
+    cfg = load_config(config)
+    ex = _executor(executor, workers, scheduler).start()
+    from pipeline import batch  # a second or two of imports, while the workers start
+
+    report = batch.run(cfg, executor=ex, lang=lang, resume=resume)
     _print_report(report)
 
 
@@ -152,7 +155,9 @@ def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
 def ingest(config: Path, epoch_id: str, executor, workers, scheduler) -> None:
     """Put one epoch's imagery onto the grid (unchanged tiles are kept)."""
     cfg = load_config(config)
-    with _executor(executor, workers, scheduler) as ex:
+    with _executor(executor, workers, scheduler).start() as ex:
+        from pipeline import batch
+
         index = batch.ingest(cfg, epoch_id, executor=ex)
     click.echo(f"{epoch_id}: {len(index.tiles)} tiles in {index.path(cfg.work_dir).parent}")
 
@@ -166,7 +171,9 @@ def changes(config: Path, executor, workers, scheduler, resume) -> None:
     from pipeline.changes import changes_path
 
     cfg = load_config(config)
-    with _executor(executor, workers, scheduler) as ex:
+    with _executor(executor, workers, scheduler).start() as ex:
+        from pipeline import batch
+
         result = batch.changes(cfg, executor=ex, resume=resume)
     click.echo(f"{len(result.suspects)} suspects on {len(result.tiles)} tiles: {changes_path(cfg)}")
 
@@ -179,7 +186,9 @@ def worklists(config: Path, executor, workers, scheduler, lang: str) -> None:
     """Turn the quarter's suspects into tasks and write the GeoPackage and office worklists
     (image chips are cut on the executor's workers)."""
     cfg = load_config(config)
-    with _executor(executor, workers, scheduler) as ex:
+    with _executor(executor, workers, scheduler).start() as ex:
+        from pipeline import batch
+
         taskset, _ = batch.worklists(cfg, lang=lang, executor=ex)
     click.echo(
         f"{len(taskset.tasks)} tasks, {len(taskset.suppressed)} suppressed, "
@@ -187,7 +196,7 @@ def worklists(config: Path, executor, workers, scheduler, lang: str) -> None:
     )
 
 
-def _print_report(report: batch.BatchReport) -> None:
+def _print_report(report: BatchReport) -> None:
     c = report.counts
     click.echo(
         f"quarter {report.quarter}: {c.get('suspects', 0)} suspects → {c.get('tasks', 0)} tasks, "

@@ -136,29 +136,23 @@ def bare_decode(paths: list[Path]) -> float:
 
 
 def tuban_run(config: Path, workers: int) -> dict:
-    """Run ``tuban run`` in a fresh process; its stage timings and the peak RSS of any process."""
+    """Run ``tuban run`` (the command line, in a fresh process); its stage timings (from the
+    manifest) and the peak RSS of any of its processes."""
     root = config.parent
     for folder in ("work", "out"):
         shutil.rmtree(root / folder, ignore_errors=True)
     executor = "serial" if workers == 1 else "processes"
-    code = (
-        "import json\n"
-        "from pipeline import batch\nfrom pipeline.config import load_config\n"
-        "from pipeline.executors import Executor\n"
-        f"r = batch.run(load_config({str(config)!r}), executor=Executor({executor!r}, "
-        f"workers={workers}, progress=False))\n"
-        "print(json.dumps({'timings': r.timings}))\n"
-    )
+    cmd = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "run"]
+    cmd += [str(config), "--executor", executor, "--workers", str(workers)]
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     polled = _poll_peak_rss(proc)
-    stdout, stderr = proc.communicate()
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"tuban run failed:\n{stderr}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+    (manifest,) = (root / "out").glob("*/manifest.json")
+    result = {"timings": json.loads(manifest.read_text(encoding="utf-8"))["timings_s"]}
     result["wall"] = wall
     # Polled, not getrusage: ru_maxrss misses the forkserver's pool workers, and on Linux a
     # child's ru_maxrss keeps the high-water mark of this (forked) process from before exec.

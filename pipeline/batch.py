@@ -172,7 +172,7 @@ def run(
     Ingest always keeps tiles whose inputs did not change; ``resume`` also keeps the change
     detection of tiles an interrupted run had finished.
     """
-    executor = executor or Executor()
+    executor = (executor or Executor()).start()
     run_cfg = config.require_run()
     report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
     checksums = _in_background(input_checksums, config)  # while the workers ingest and detect

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
+import psutil
 import pytest
 import rasterio
 
@@ -138,6 +139,21 @@ def test_runs_of_items_give_every_item_its_own_result():
         got = dict(executor.map(abs, items, runs=True))
         assert dict(executor.map(abs, [], runs=True)) == {}
     assert got == {i: -i for i in items}
+
+
+def test_start_brings_up_the_workers_before_the_first_map():
+    assert not Executor("serial").start()._backends  # nothing to start
+    with Executor("processes", workers=2, progress=False) as executor:
+        assert executor.start() is executor
+        me = psutil.Process()
+        deadline = time.monotonic() + 120
+        while len(me.children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the server the workers fork from, and a worker forked from it
+        assert len(me.children(recursive=True)) >= 2
+        executor.start()  # again: the same pool
+        assert dict(executor.map(abs, [-3, -2, 1])) == {-3: 3, -2: 2, 1: 1}
+    assert not executor._backends
 
 
 @pytest.mark.parametrize("n, workers", [(0, 2), (1, 1), (13, 2), (162, 2), (81, 8)])
