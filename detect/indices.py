@@ -59,9 +59,11 @@ def water(data: np.ndarray, bands: tuple[str, ...]) -> np.ndarray | None:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    nonzero = np.abs(den) > 1e-6
-    if nonzero.all():  # the usual case, and a plain division is much faster than a masked one
+    # The usual case (bands are brightness, so sums are positive): a plain division, much
+    # faster than a masked one.
+    if den.size and den.min() > 1e-6:
         return np.divide(num, den, dtype=np.float32)
+    nonzero = np.abs(den) > 1e-6
     out = np.zeros(num.shape, np.float32)
     np.divide(num, den, out=out, where=nonzero)
     return out

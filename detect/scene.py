@@ -130,8 +130,12 @@ def layers(scene: Scene) -> dict[LayerKind, Layer]:
 def _layer(
     kind: LayerKind, bands: tuple[str, ...], data: np.ndarray, valid: np.ndarray | None
 ) -> Layer:
-    data = np.asarray(data, dtype=np.float32)
-    if -MAX_MAGNITUDE <= data.min() and data.max() <= MAX_MAGNITUDE:  # False with any NaN
+    data = np.asarray(data)
+    bounded = _within(data.dtype)
+    data = data.astype(np.float32, copy=False)
+    if bounded or (
+        -MAX_MAGNITUDE <= data.min() and data.max() <= MAX_MAGNITUDE  # False with any NaN
+    ):
         ok = np.ones(data.shape[1:], bool) if valid is None else np.array(valid, dtype=bool)
     else:
         ok = (np.abs(data) <= MAX_MAGNITUDE).all(axis=0)  # also False for NaN
@@ -143,6 +147,15 @@ def _layer(
     for i, (band, picked) in enumerate(zip(data, sampled(data, ok), strict=True)):
         filled[i] = np.where(ok, band, np.median(picked) if picked.size else 0.0)
     return Layer(kind, tuple(bands), filled, ok)
+
+
+def _within(dtype: np.dtype) -> bool:
+    """Whether every value of ``dtype`` is a finite number within ``MAX_MAGNITUDE`` (8- and
+    16-bit integers: no pass over the data is needed to know it)."""
+    if dtype.kind not in "iub":
+        return False
+    info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+    return -MAX_MAGNITUDE <= info.min and info.max <= MAX_MAGNITUDE
 
 
 def _scene_shape(epoch: str, scene: Scene) -> tuple[int, int] | None:
