@@ -22,8 +22,14 @@ __all__ = ["atomic_path", "write_json", "write_layers", "write_text"]
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds."""
+def atomic_path(
+    path: str | os.PathLike, *, suffix: str | None = None, sync: bool = True
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    With ``sync`` (the default) the file is flushed to disk before the rename, so that it
+    survives a power cut too; files that can be made again cheaply may skip that (a crashed
+    process still leaves the old file or the new one, never half of one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -33,8 +39,9 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     os.unlink(tmp)  # writers such as GDAL want to create the file themselves
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as fh:  # one flush to disk before the rename, not one per write
-            os.fsync(fh.fileno())
+        if sync:
+            with open(tmp, "rb+") as fh:  # one flush to disk before the rename, not one per write
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

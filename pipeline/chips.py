@@ -281,7 +281,7 @@ def _write_chip(
         (options.size, options.size), Image.Resampling.BILINEAR
     )
     _draw_outline(image, geom, box)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync=False) as tmp:  # a chip is cut again from the tiles at will
         if options.format == "jpeg":
             image.save(tmp, format="JPEG", quality=options.quality)
         else:
