@@ -135,6 +135,16 @@ def bare_decode(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def bare_read(paths: list[Path]) -> float:
+    """Seconds to read every file whole, its bands only (one process): what reading the tile
+    store costs at least, whatever its block size."""
+    start = time.perf_counter()
+    for path in paths:
+        with rasterio.open(path) as src:
+            src.read()
+    return time.perf_counter() - start
+
+
 def tuban_run(config: Path, workers: int) -> dict:
     """Run ``tuban run`` (the command line, in a fresh process); its stage timings (from the
     manifest) and the peak RSS of any of its processes."""
@@ -248,7 +258,7 @@ def main() -> None:
 
     runs = {w: tuban_run(config, w) for w in args.workers}
     tile_files = sorted((root / "work" / "epochs").rglob("*.tif"))
-    read_tiles = bare_decode(tile_files)
+    read_tiles = bare_read(tile_files)
     gdal = None if args.no_gdal or shutil.which("gdal_calc.py") is None else gdal_chain(root)
 
     print(
