@@ -141,10 +141,10 @@ def demo(
 def run(config: Path, executor, workers, scheduler, resume, lang) -> None:
     """Run the quarterly batch: ingest both epochs, detect changes, write worklists."""
     cfg = load_config(config)
-    ex = _executor(executor, workers, scheduler).start()
-    from pipeline import batch  # a second or two of imports, while the workers start
+    with _executor(executor, workers, scheduler).start() as ex:
+        from pipeline import batch  # a second or two of imports, while the workers start
 
-    report = batch.run(cfg, executor=ex, lang=lang, resume=resume)
+        report = batch.run(cfg, executor=ex, lang=lang, resume=resume)
     _print_report(report)
 
 

@@ -172,8 +172,9 @@ def run(
     Ingest always keeps tiles whose inputs did not change; ``resume`` also keeps the change
     detection of tiles an interrupted run had finished.
     """
-    executor = (executor or Executor()).start()
+    executor = executor or Executor()
     run_cfg = config.require_run()
+    executor.start()  # the workers start while the driver plans the ingest
     report = BatchReport(quarter=config.quarter, out_dir=quarter_dir(config))
     checksums = _in_background(input_checksums, config)  # while the workers ingest and detect
     with executor:
