@@ -33,8 +33,9 @@ class Scene:
 
     Attributes
     ----------
-    satellite : ndarray of float32, shape (n, h, w), optional
-        Raw digital numbers (uint16 DN cast to float), ``n >= 1`` bands.
+    satellite : ndarray, shape (n, h, w), optional
+        Raw digital numbers (e.g. uint16 DN, or float32), ``n >= 1`` bands. Integer arrays of
+        8 or 16 bits are taken as they are: they need no check for NaN or huge values.
     satellite_bands : tuple of str
         One name per satellite band, e.g. ``("blue", "green", "red", "nir")``. The names
         ``red``, ``green``, ``blue`` and ``nir`` enable the colour and vegetation cues.
@@ -42,8 +43,8 @@ class Scene:
         True where the satellite image has data; None means every finite pixel.
         Whatever the masks say, a pixel with a non-finite value or one beyond
         ``MAX_MAGNITUDE`` in any band is nodata.
-    drone : ndarray of float32, shape (3, h, w), optional
-        Drone orthomosaic resampled to the grid, RGB in 0..255.
+    drone : ndarray, shape (3, h, w), optional
+        Drone orthomosaic resampled to the grid, RGB in 0..255 (uint8 or float).
     drone_valid : ndarray of bool, shape (h, w), optional
         True where the orthomosaic has data; None means every finite pixel.
     dsm : ndarray of float32, shape (h, w), optional

@@ -157,17 +157,16 @@ def _files(index: EpochIndex, tile: str, work: Path) -> dict[str, str]:
 
 
 def _scene(files: dict[str, str]) -> Scene:
-    """Read a tile's stored layers into a :class:`detect.Scene`."""
+    """Read a tile's stored layers into a :class:`detect.Scene`, in their stored dtypes (8- and
+    16-bit imagery need no range check there, see :func:`detect.scene.layers`)."""
     layers: dict = {}
     if "satellite" in files:
         data, valid, names = read_tile(files["satellite"])
-        layers.update(
-            satellite=data.astype(np.float32), satellite_bands=names, satellite_valid=valid
-        )
+        layers.update(satellite=data, satellite_bands=names, satellite_valid=valid)
     if "drone" in files:
         data, valid, names = read_tile(files["drone"])
         order = [names.index(n) for n in ("red", "green", "blue")]
-        layers.update(drone=data[order].astype(np.float32), drone_valid=valid)
+        layers.update(drone=data[order], drone_valid=valid)
     if "dsm" in files:
         data, valid, _ = read_tile(files["dsm"])
         layers.update(dsm=data[0].astype(np.float32), dsm_valid=valid)
