@@ -142,10 +142,13 @@ def test_runs_of_items_give_every_item_its_own_result():
 
 
 def test_start_brings_up_the_workers_before_the_first_map():
-    assert not Executor("serial").start()._backends  # nothing to start
+    me = psutil.Process()
+    before = len(me.children(recursive=True))
+    Executor("serial").start()
+    Executor("processes", workers=1).start()  # one worker runs in this process
+    assert len(me.children(recursive=True)) == before
     with Executor("processes", workers=2, progress=False) as executor:
         assert executor.start() is executor
-        me = psutil.Process()
         deadline = time.monotonic() + 120
         while len(me.children(recursive=True)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -153,7 +156,6 @@ def test_start_brings_up_the_workers_before_the_first_map():
         assert len(me.children(recursive=True)) >= 2
         executor.start()  # again: the same pool
         assert dict(executor.map(abs, [-3, -2, 1])) == {-3: 3, -2: 2, 1: 1}
-    assert not executor._backends
 
 
 @pytest.mark.parametrize("n, workers", [(0, 2), (1, 1), (13, 2), (162, 2), (81, 8)])
