@@ -7,11 +7,13 @@ checksums, the config, library versions and per-stage timings.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,10 +53,16 @@ def _timed(report: BatchReport, stage: str) -> Iterator[None]:
 
 
 def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """``fn(*args)`` in a daemon thread: a batch that fails does not wait for it to end."""
+    """``fn(*args)`` in a daemon thread: a batch that fails does not wait for it to end.
+
+    On Linux the thread runs at the lowest CPU priority, so that it takes the time the workers
+    leave (the driver's own stretches between stages) rather than theirs."""
     future: Future[T] = Future()
 
     def work() -> None:
+        if sys.platform.startswith("linux"):  # niceness is per thread there
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             future.set_result(fn(*args))
         except BaseException as exc:  # handed to whoever asks for the result

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import sys
+import threading
 from pathlib import Path
 
 import geopandas as gpd
@@ -155,3 +158,15 @@ def test_building_across_a_tile_corner_gives_one_polygon(tmp_path, make_raster, 
     assert len(hits) == 1
     assert hits.geometry.iloc[0].intersection(building).area >= 0.9 * building.area
     assert len(set(suspects["tile"])) <= 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread is Linux's")
+def test_background_work_runs_at_the_lowest_priority_and_leaves_the_caller_alone():
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    assert batch._in_background(niceness).result() == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    with pytest.raises(ZeroDivisionError):  # errors reach whoever asks for the result
+        batch._in_background(lambda: 1 / 0).result()
