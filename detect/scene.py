@@ -153,10 +153,11 @@ def _layer(
 def _within(dtype: np.dtype) -> bool:
     """Whether every value of ``dtype`` is a finite number within ``MAX_MAGNITUDE`` (8- and
     16-bit integers: no pass over the data is needed to know it)."""
-    if dtype.kind not in "iub":
+    if dtype.kind == "b":
+        return True
+    if dtype.kind not in "iu":
         return False
-    info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
-    return -MAX_MAGNITUDE <= info.min and info.max <= MAX_MAGNITUDE
+    return -MAX_MAGNITUDE <= np.iinfo(dtype).min and np.iinfo(dtype).max <= MAX_MAGNITUDE
 
 
 def _scene_shape(epoch: str, scene: Scene) -> tuple[int, int] | None:

@@ -169,7 +169,7 @@ def _scene(files: dict[str, str]) -> Scene:
         layers.update(drone=data[order], drone_valid=valid)
     if "dsm" in files:
         data, valid, _ = read_tile(files["dsm"])
-        layers.update(dsm=data[0].astype(np.float32), dsm_valid=valid)
+        layers.update(dsm=data[0], dsm_valid=valid)
     return Scene(**layers)
 
 
