@@ -21,7 +21,14 @@ give the same features for the same ground:
 * **surroundings** at 3, 6 and 12 m in eight compass directions: how each epoch's brightness
   and the colour distance there differ from here (a roof with its shadow on one side, a house
   beside its road). The directions are kept apart, not pooled: within a scene the sun casts
-  every shadow the same way, and that pattern is what marks a building.
+  every shadow the same way, and that pattern is what marks a building;
+* **regions** of each epoch: the epoch cut into regions of like colour (Felzenszwalb's graph
+  segmentation of its 1 m block means), and per region its area, brightness and spread,
+  shape (how well it fills the rectangle of its second moments, elongation, compactness),
+  the contrast of its outline, how much changed within it and how the other epoch looked
+  there, at two scales of segmentation; and each epoch's brightness less its mean over 3 m.
+  A new roof is one region of the after epoch, compact and bounded by strong edges, that
+  changed as a whole; a field or a building site is not.
 
 :func:`fit` trains a :class:`sklearn.ensemble.HistGradientBoostingClassifier` on pixel samples
 (:func:`training_sample`); :func:`probability` maps a pair (classified on a 1 m grid,
@@ -41,6 +48,7 @@ from affine import Affine
 from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import disk
+from skimage.segmentation import felzenszwalb
 
 from errors import InputError
 
@@ -78,6 +86,12 @@ _STRONG = (2.0, 4.0)
 _AROUND_M = (3.0, 6.0, 12.0)
 #: Compass directions of the surroundings features (rows grow southward, columns eastward).
 _COMPASS = ("e", "se", "s", "sw", "w", "nw", "n", "ne")
+#: Felzenszwalb scale(s) of the regions (on the 1 m grid; larger, fewer and bigger regions),
+#: and the smallest region (m²).
+_REGION_SCALES = (100.0, 250.0)
+_REGION_MIN_M2 = 8.0
+#: Gaussian blur (px of the 1 m grid) before segmenting.
+_REGION_SIGMA = 0.0
 #: Share of an epoch's darkest pixels counted as dark (shadow context), and its window (m).
 _DARK_SHARE = 10.0
 _DARK_M = 8.0
@@ -208,6 +222,7 @@ def _planes(
     keep(_shape_features(lum_b, lum_a, valid, pixel_size).items())
     keep(_context_features(distance, lum_a - lum_b, valid, pixel_size).items())
     keep(_surroundings(lum_b, lum_a, distance, pixel_size, (rows, cols)))
+    keep(_region_features(b, a, pixel_size, (rows, cols)).items())
     return tuple(found), list(found.values()), valid
 
 
@@ -329,6 +344,109 @@ def _surroundings(
                 down, right = round(steps * np.sin(angle)), round(steps * np.cos(angle))
                 away = smooth[np.ix_(_mirror(rows + down, h), _mirror(cols + right, w))]
                 yield f"{name}_{direction}_{reach:g}m", away - here
+
+
+def _region_features(
+    b: np.ndarray, a: np.ndarray, pixel_size: float, at: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per-region figures of each epoch (see the module docstring), on the rows and columns
+    ``at``.
+
+    Both epochs are averaged over blocks of about ``_PREDICT_M`` (every pixel of imagery of a
+    metre or coarser) and each is segmented there, so that the regions of one place do not
+    depend on the pixel size, nor on which pixels are classified: a pixel takes the figures of
+    the region its block belongs to."""
+    k = _block(pixel_size)
+    small_b, small_a = _block_mean(b, k), _block_mean(a, k)
+    distance = np.sqrt(((small_a - small_b) ** 2).sum(axis=0))
+    cell_m2 = (k * pixel_size) ** 2
+    min_size = max(2, int(round(_REGION_MIN_M2 / cell_m2)))
+    rows, cols = (np.minimum(x // k, n - 1) for x, n in zip(at, distance.shape, strict=True))
+    out: dict[str, np.ndarray] = {}
+    for epoch, image, other in (("after", small_a, small_b), ("before", small_b, small_a)):
+        lum, lum_other = image.mean(axis=0), other.mean(axis=0)
+        for scale in _REGION_SCALES:
+            labels = felzenszwalb(
+                np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0),
+                scale=scale,
+                sigma=_REGION_SIGMA,
+                min_size=min_size,
+            )
+            figures = _region_figures(labels, lum, lum_other, distance, cell_m2)
+            picked = labels[np.ix_(rows, cols)]
+            name = f"region_{epoch}" + (f"_{scale:g}" if len(_REGION_SCALES) > 1 else "")
+            out.update((f"{name}_{key}", value[picked]) for key, value in figures.items())
+        around = lum - _blur(lum, 3.0 / (k * pixel_size))
+        out[f"brightness_around_{epoch}_3m"] = around[np.ix_(rows, cols)]
+    return out
+
+
+def _region_figures(
+    labels: np.ndarray,
+    lum: np.ndarray,
+    lum_other: np.ndarray,
+    distance: np.ndarray,
+    cell_m2: float,
+) -> dict[str, np.ndarray]:
+    """Figures of every region of ``labels`` (0..n-1), float32 (n,) each, by label sums."""
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    count = np.bincount(flat, minlength=n).astype(np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(flat, values.ravel().astype(np.float64), minlength=n) / count
+
+    brightness, change = mean(lum), mean(distance)
+    spread = np.sqrt(np.maximum(mean(lum * lum) - brightness**2, 0.0))
+    # second moments of each region's pixel positions: a rectangle of sides L, W has
+    # eigenvalues L²/12 and W²/12, so count / (12 sqrt(l1 l2)) is 1 for a rectangle
+    r, c = np.indices(labels.shape, dtype=np.float64)
+    mr, mc = mean(r), mean(c)
+    vrr, vcc, vrc = mean(r * r) - mr**2, mean(c * c) - mc**2, mean(r * c) - mr * mc
+    half, det = (vrr + vcc) / 2, vrr * vcc - vrc**2
+    root = np.sqrt(np.maximum(half**2 - det, 0.0))
+    # (a single pixel is a unit square: 1/12 at least)
+    major, minor = np.maximum(half + root, 1.0 / 12), np.maximum(half - root, 1.0 / 12)
+    outline = np.zeros(labels.shape, bool)
+    outline[1:] |= labels[1:] != labels[:-1]
+    outline[:-1] |= labels[:-1] != labels[1:]
+    outline[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    outline[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    perimeter = np.bincount(flat, outline.ravel(), minlength=n)
+    gradient = np.hypot(_derivative(lum, 0), _derivative(lum, 1))
+    edge = np.bincount(flat, (gradient * outline).ravel(), minlength=n) / np.maximum(perimeter, 1)
+    figures = {
+        "area_log": np.log(count * cell_m2),
+        "brightness": brightness,
+        "spread": spread,
+        "fill": count / (12 * np.sqrt(major * minor)),
+        "elongation": np.sqrt(major / minor),
+        "compactness": 4 * np.pi * count / np.maximum(perimeter, 1) ** 2,
+        "edge": edge,
+        "edge_contrast": edge / (mean(gradient) + 1e-3),
+        "change": change,
+        "change_spread": np.sqrt(np.maximum(mean(distance * distance) - change**2, 0.0)),
+        "other_spread": np.sqrt(
+            np.maximum(mean(lum_other * lum_other) - mean(lum_other) ** 2, 0.0)
+        ),
+        "brightness_change": brightness - mean(lum_other),
+    }
+    return {key: value.astype(np.float32) for key, value in figures.items()}
+
+
+def _block(pixel_size: float) -> int:
+    """Pixels per side of the blocks about ``_PREDICT_M`` wide (1 for a metre or coarser)."""
+    return max(1, int(round(_PREDICT_M / pixel_size)))
+
+
+def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Means of ``k`` × ``k`` blocks of a (bands, h, w) image, the last ones padded by their
+    edge; float32."""
+    if k == 1:
+        return image.astype(np.float32, copy=False)
+    bands, h, w = image.shape
+    padded = np.pad(image, ((0, 0), (0, -h % k), (0, -w % k)), mode="edge")
+    return padded.reshape(bands, padded.shape[1] // k, k, -1, k).mean(axis=(2, 4))
 
 
 def _mirror(index: np.ndarray, size: int) -> np.ndarray:
@@ -469,7 +587,7 @@ def probability(
     """
     # Classified on a grid about _PREDICT_M apart, the features kept only there, a band of
     # the grid's rows at a time (the classifier takes its float64 copy of one band only).
-    step = max(1, int(round(_PREDICT_M / pixel_size)))
+    step = _block(pixel_size)
     names, planes, valid = _planes(before, after, pixel_size, params, step=step)
     if names != model.feature_names:
         raise InputError(
