@@ -26,7 +26,8 @@ give the same features for the same ground:
   segmentation of its 1 m block means), and per region its area, brightness and spread,
   shape (how well it fills the rectangle of its second moments, elongation, compactness),
   the contrast of its outline, how much changed within it and how the other epoch looked
-  there, at two scales of segmentation; and each epoch's brightness less its mean over 3 m.
+  there, at two scales of segmentation; and each epoch's brightness less its Gaussian mean
+  (σ 3 m) around.
   A new roof is one region of the after epoch, compact and bounded by strong edges, that
   changed as a whole; a field or a building site is not.
 
