@@ -366,9 +366,10 @@ def _region_features(
     out: dict[str, np.ndarray] = {}
     for epoch, image, other in (("after", small_a, small_b), ("before", small_b, small_a)):
         lum, lum_other = image.mean(axis=0), other.mean(axis=0)
+        rgb = np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0)
         for scale in _REGION_SCALES:
             labels = felzenszwalb(
-                np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0),
+                rgb,
                 scale=scale,
                 sigma=_REGION_SIGMA,
                 min_size=min_size,
@@ -397,7 +398,7 @@ def _region_figures(
     def mean(values: np.ndarray) -> np.ndarray:
         return np.bincount(flat, values.ravel().astype(np.float64), minlength=n) / count
 
-    brightness, change = mean(lum), mean(distance)
+    brightness, change, other = mean(lum), mean(distance), mean(lum_other)
     spread = np.sqrt(np.maximum(mean(lum * lum) - brightness**2, 0.0))
     # second moments of each region's pixel positions: a rectangle of sides L, W has
     # eigenvalues L²/12 and W²/12, so count / (12 sqrt(l1 l2)) is 1 for a rectangle
@@ -427,10 +428,8 @@ def _region_figures(
         "edge_contrast": edge / (mean(gradient) + 1e-3),
         "change": change,
         "change_spread": np.sqrt(np.maximum(mean(distance * distance) - change**2, 0.0)),
-        "other_spread": np.sqrt(
-            np.maximum(mean(lum_other * lum_other) - mean(lum_other) ** 2, 0.0)
-        ),
-        "brightness_change": brightness - mean(lum_other),
+        "other_spread": np.sqrt(np.maximum(mean(lum_other * lum_other) - other**2, 0.0)),
+        "brightness_change": brightness - other,
     }
     return {key: value.astype(np.float32) for key, value in figures.items()}
 
@@ -769,8 +768,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
         return ndi.gaussian_filter(image, sigma, mode="reflect")
     factor = int(sigma // 2)
     h, w = image.shape
-    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)), mode="edge")
-    small = padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    small = _block_mean(image[None], factor)[0]
     # a block mean is itself a blur of variance (factor² - 1) / 12 px²
     rest = np.sqrt(max(sigma**2 - (factor**2 - 1) / 12.0, 0.25)) / factor
     small = ndi.gaussian_filter(small, rest, mode="reflect")

@@ -18,7 +18,6 @@ from scipy import ndimage as ndi
 
 from cli import main
 from detect import Scene
-from detect.metrics import score_mask
 from detect.learn import (
     Model,
     detect_changes_learned,
@@ -28,6 +27,7 @@ from detect.learn import (
     probability,
     training_sample,
 )
+from detect.metrics import score_mask
 from errors import ConfigError, InputError
 from pipeline import batch
 from pipeline.config import load_config
