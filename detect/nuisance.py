@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 
 from .sampling import block_sums, sampled
 
-__all__ = ["cloud_mask", "shadows"]
+__all__ = ["CloudCells", "cloud_cells", "cloud_mask", "clouds", "shadows"]
 
 #: Largest spread between the bands' factors (max / min) of a shadow.
 _FLAT = 1.8
@@ -128,6 +128,43 @@ def shadows(
     return _shadows(before, after, valid, ratios, shadow_ratio, lit)
 
 
+class CloudCells(NamedTuple):
+    """An optical pair as the ``_CLOUD_CELL_M`` cells (block means) that clouds are looked
+    for on, and the tile they came from (see :func:`cloud_cells`).
+
+    ``before``, ``after`` float32 (n, h', w'); ``valid`` bool (h', w'): cells whose every
+    pixel is valid in both epochs; ``step``: pixels per cell side; ``pixel_size``: metres per
+    cell; ``shape``: (h, w) of the tile.
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    valid: np.ndarray
+    step: int
+    pixel_size: float
+    shape: tuple[int, int]
+
+
+def cloud_cells(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, pixel_size: float
+) -> CloudCells:
+    """The :class:`CloudCells` of a pair (arrays as for :func:`cloud_mask`).
+
+    A cell mean is linear in the pixels, so the cells of a radiometric fit of ``after`` are
+    the fit of its cells: the pair is averaged once for every fit tried on it.
+    """
+    shape = valid.shape
+    step = min(max(1, int(round(_CLOUD_CELL_M / pixel_size))), *shape)
+    return CloudCells(
+        _blocks(before, step),
+        _blocks(after, step),
+        _blocks(valid, step) == 1,
+        step,
+        pixel_size * step,
+        shape,
+    )
+
+
 def cloud_mask(
     before: np.ndarray,
     after: np.ndarray,
@@ -141,8 +178,8 @@ def cloud_mask(
 ) -> np.ndarray:
     """Cloud, haze and cloud shadow in either epoch, with a margin of ``_MARGIN_M``.
 
-    Clouds are large and soft, so they are looked for on ``_CLOUD_CELL_M`` cells (block means),
-    which also quiets the noise of dark, shadowed pixels.
+    Clouds are large and soft, so they are looked for on ``_CLOUD_CELL_M`` cells (block means,
+    :func:`cloud_cells`), which also quiets the noise of dark, shadowed pixels.
 
     Parameters
     ----------
@@ -167,10 +204,26 @@ def cloud_mask(
     -------
     ndarray of bool, shape (h, w)
     """
-    full_shape = valid.shape
-    step = min(max(1, int(round(_CLOUD_CELL_M / pixel_size))), *full_shape)
-    before, after, valid = _blocks(before, step), _blocks(after, step), _blocks(valid, step) == 1
-    pixel_size *= step
+    return clouds(
+        cloud_cells(before, after, valid, pixel_size=pixel_size),
+        bands=bands,
+        kind=kind,
+        shadow_ratio=shadow_ratio,
+        cloud_min_area_m2=cloud_min_area_m2,
+    )
+
+
+def clouds(
+    cells: CloudCells,
+    *,
+    bands: tuple[str, ...],
+    kind: str,
+    shadow_ratio: float,
+    cloud_min_area_m2: float,
+) -> np.ndarray:
+    """:func:`cloud_mask` of a pair given as its :class:`CloudCells` (the later epoch
+    normalised), bool (h, w) of the tile."""
+    before, after, valid, step, pixel_size, full_shape = cells
     cloud = np.zeros(valid.shape, bool)
     if not valid.any():
         return np.zeros(full_shape, bool)

@@ -10,13 +10,14 @@ pixels compared and out of the radiometric fit, which is then redone without the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from .align import Shift, apply_shift, measure_shift
 from .indices import vegetated
-from .nuisance import cloud_mask
+from .nuisance import cloud_cells, clouds
 from .params import DetectParams
 from .radiometry import fit_gain_offset
 from .scene import Layer, LayerKind
@@ -112,23 +113,22 @@ def _matches(
     return out
 
 
-def _steady(
-    before: np.ndarray,
-    after: np.ndarray,
-    bands: tuple[str, ...],
-    valid: np.ndarray,
-    params: DetectParams,
-) -> np.ndarray:
-    """Valid pixels without vegetation in either epoch (vegetation changes with the season),
-    or all valid pixels when fewer than a tenth of them are bare."""
-    veg_before, veg_after = (
-        vegetated(before, bands, params=params),
-        vegetated(after, bands, params=params),
-    )
-    if veg_before is None or veg_after is None:
-        return valid
-    bare = valid & ~veg_before[0] & ~veg_after[0]
-    return bare if bare.sum() >= 0.1 * valid.sum() else valid
+def _bare(
+    bands: tuple[str, ...], params: DetectParams
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Which samples of two epochs (each (n, m)) are without vegetation in either epoch
+    (vegetation changes with the season): all of them when fewer than a tenth are bare."""
+
+    def usable(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        veg_before = vegetated(before, bands, params=params)
+        veg_after = vegetated(after, bands, params=params)
+        everything = np.ones(before.shape[1], bool)
+        if veg_before is None or veg_after is None:
+            return everything
+        bare = ~veg_before[0] & ~veg_after[0]
+        return bare if bare.sum() >= 0.1 * bare.size else everything
+
+    return usable
 
 
 def _select(layer: Layer, bands: tuple[str, ...]) -> np.ndarray:
@@ -168,24 +168,21 @@ def _prepare(
         offset = -np.array([np.median(rise[::16])]) if rise.size else np.zeros(1)
         moved = _apply(after, gain, offset)
         return Pair(kind, bands, before, moved, both, cloud, shift, gain, offset)
-    steady = _steady(before, after, bands, both, params)
-    gain, offset = fit_gain_offset(before, after, steady)
-    normalised = _apply(after, gain, offset)
+    bare = _bare(bands, params)
+    gain, offset = fit_gain_offset(before, after, both, usable=bare)
+    cells = cloud_cells(before, after, both, pixel_size=pixel_size)
     for _ in range(_REFITS):
-        cloud = cloud_mask(
-            before,
-            normalised,
-            both,
+        cloud = clouds(
+            cells._replace(after=_apply(cells.after, gain, offset)),
             bands=bands,
             kind=kind,
-            pixel_size=pixel_size,
             shadow_ratio=params.shadow_ratio,
             cloud_min_area_m2=params.cloud_min_area_m2,
         )
         if not cloud.any():
             break
-        gain, offset = fit_gain_offset(before, after, steady & ~cloud)
-        normalised = _apply(after, gain, offset)
+        gain, offset = fit_gain_offset(before, after, both & ~cloud, usable=bare)
+    normalised = _apply(after, gain, offset)
     return Pair(kind, bands, before, normalised, both & ~cloud, cloud, shift, gain, offset)
 
 

@@ -12,6 +12,8 @@ gain when the epochs correlate weakly, as least squares would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .sampling import sampled
@@ -51,6 +53,7 @@ def fit_gain_offset(
     valid: np.ndarray,
     *,
     steady_share: float = 0.3,
+    usable: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band gain and offset so that ``gain * moving + offset`` matches ``reference``.
 
@@ -63,6 +66,10 @@ def fit_gain_offset(
     steady_share : float, keyword-only
         Share of the valid pixels, those whose ranks strayed least from the common rank curve
         (the largest stray over bands), that the quantiles are matched on.
+    usable : callable, keyword-only
+        Given the sampled pixels of ``reference`` and ``moving`` (each (n, m)), the bool (m,)
+        of those to fit on, e.g. those not vegetated (see :func:`detect.pairs.prepare_pairs`);
+        None uses every sample.
 
     Returns
     -------
@@ -73,6 +80,9 @@ def fit_gain_offset(
     n = reference.shape[0]
     ref = sampled(reference, valid, step=_STEP, minimum=256).astype(np.float64)
     mov = sampled(moving, valid, step=_STEP, minimum=256).astype(np.float64)
+    if usable is not None:
+        keep = usable(ref, mov)
+        ref, mov = ref[:, keep], mov[:, keep]
     if ref.shape[1] == 0:
         return np.ones(n), np.zeros(n)
     stray = _rank_stray(ref, mov).max(axis=0)
