@@ -15,8 +15,9 @@ each it times, in this process:
   (:func:`detect.learn.detect_changes_learned`) on up to ``LEARNED_TILES`` of the tiles;
 
 and prints Mpx/s of haloed tile per core, the core's time over the read's, and the peak
-resident memory of this process. The process runs as tuban's do (numpy without transparent
-huge pages unless ``NUMPY_MADVISE_HUGEPAGE`` is set; see ``pipeline/__init__.py``).
+resident memory of this process. The process runs as tuban's workers do: numpy without
+transparent huge pages unless ``NUMPY_MADVISE_HUGEPAGE`` is set (see ``pipeline/__init__.py``),
+and BLAS and OpenMP on one thread.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from detect import DetectParams, detect_changes
 from detect.learn import Model, detect_changes_learned
@@ -121,6 +123,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="Folder to make (or reuse) the quarters in.")
     ap.add_argument("--model", type=Path, help="Also time the learned scorer of this model file.")
     args = ap.parse_args()
+    threadpool_limits(limits=1)  # as in a worker (pipeline.executors): the timings are per core
     model = load_model(args.model) if args.model else None
     root = args.keep or Path(tempfile.mkdtemp(prefix="tuban-core-"))
     quarters = {}
