@@ -3,6 +3,7 @@
 Layout under ``[paths].work``::
 
     epochs/<epoch>/<kind>/<tile>.tif   haloed tile, tiled + ZSTD GeoTIFF with an internal mask
+                                       (none when every pixel is valid)
     epochs/<epoch>/<kind>/<tile>.json  the tile's record, written once the tile is complete
     epochs/<epoch>/index.json          per tile and kind: file, bounds, valid fraction, cloud share
                                        (satellite), sources used, input signature, file SHA-256

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import rasterio
 from pyproj import Transformer
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 
 from errors import InputError
 from tiles import Grid, TileId, describe_source, read_onto_tile, read_tile, write_tile
@@ -98,6 +98,18 @@ def test_tile_store_round_trip_with_mask(tmp_path):
         assert src.profile["compress"] == "zstd" and src.profile["tiled"]
         assert src.transform == GRID.transform(TILE)
     assert not list(path.parent.glob("*.part"))
+
+
+def test_a_tile_valid_everywhere_is_stored_without_a_mask(tmp_path):
+    n = GRID.window_size
+    data = np.random.default_rng(1).integers(1, 4000, (2, n, n), dtype=np.uint16)
+    path = tmp_path / "t.tif"
+    write_tile(path, data, np.ones((n, n), bool), grid=GRID, tile=TILE, band_names=("red", "nir"))
+    back, back_valid, _ = read_tile(path)
+    np.testing.assert_array_equal(back, data)
+    assert back_valid.all()
+    with rasterio.open(path) as src:
+        assert src.mask_flag_enums[0] == [MaskFlags.all_valid]
 
 
 def test_raster_without_crs_is_refused(make_raster):
