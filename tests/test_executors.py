@@ -17,6 +17,7 @@ import geopandas as gpd
 import psutil
 import pytest
 import rasterio
+from threadpoolctl import threadpool_info
 
 from pipeline import batch
 from pipeline.config import load_config
@@ -168,3 +169,43 @@ def test_runs_are_consecutive_and_shorten_to_single_items(n, workers):
     if n:
         assert sizes[0] == -(-n // (2 * workers))
         assert sizes[-1] == 1
+
+
+def _blas_threads(_item=None) -> int:
+    return max(
+        (info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"),
+        default=1,
+    )
+
+
+def test_serial_map_runs_its_items_with_blas_on_one_thread():
+    outside = _blas_threads()
+    assert dict(Executor("serial", progress=False).map(_blas_threads, [1, 2])) == {1: 1, 2: 1}
+    assert _blas_threads() == outside  # restored once the map is done
+
+
+_PAGE_FAULTS = """
+import resource, numpy as np, pipeline
+np.ones(5_000_000, np.float32)  # a tile-sized array (20 MB), freed at once
+start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+again = np.ones(5_000_000, np.float32)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_freed_tile_sized_array_is_reused_without_page_faults():
+    def faults(**env) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _PAGE_FAULTS],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(run.stdout)
+
+    pages = 5_000_000 * 4 // 4096
+    # The environment's own choice wins: arrays over 1 MB mapped afresh fault in every page.
+    assert faults(MALLOC_MMAP_THRESHOLD_="1048576") > pages // 2
+    assert faults() < pages // 10
