@@ -16,8 +16,9 @@ each it times, in this process:
 
 and prints Mpx/s of haloed tile per core, the core's time over the read's, and the peak
 resident memory of this process. The process runs as tuban's workers do: numpy without
-transparent huge pages unless ``NUMPY_MADVISE_HUGEPAGE`` is set (see ``pipeline/__init__.py``),
-and BLAS and OpenMP on one thread.
+transparent huge pages unless ``NUMPY_MADVISE_HUGEPAGE`` is set, glibc reusing freed
+tile-sized arrays (both made by importing ``pipeline``; see ``pipeline/__init__.py``), and BLAS
+and OpenMP on one thread.
 """
 
 from __future__ import annotations
