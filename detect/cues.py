@@ -33,11 +33,14 @@ from .nuisance import shadows
 from .pairs import Pair
 from .params import DetectParams
 from .radiometry import robust_scale
+from .sampling import sample_step
 
 __all__ = ["Cues", "Levels", "compute_cues", "ramp", "structure_change", "tile_levels"]
 
-#: Sampling step (px) for the robust statistics of a tile.
+#: Sampling step (px) for the robust statistics of a tile, and the coarser one a tile large
+#: enough to hold ``detect.sampling.ENOUGH`` samples on it takes.
 _STEP = 4
+_COARSE_STEP = 8
 #: Largest noise of a band's differences, as a share of the band's own spread.
 _NOISE_CAP = 0.3
 #: Most that a change of structure multiplies colour evidence by.
@@ -170,8 +173,9 @@ class Levels(NamedTuple):
 def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -> list[Levels]:
     """The :class:`Levels` of each pair, from samples of the whole tile.
 
-    Samples are taken on a grid ``_STEP`` pixels apart and smoothed where they lie, so a tile
-    is not smoothed whole for its statistics.
+    Samples are taken on a grid ``_COARSE_STEP`` pixels apart when that holds enough of them
+    (a whole tile), else ``_STEP`` apart, and smoothed where they lie, so a tile is not
+    smoothed whole for its statistics.
     """
     sigma = params.smooth_m / pixel_size
     out = []
@@ -181,9 +185,11 @@ def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -
             out.append(Levels(ground=_ground(before, pixel_size)))
             continue
         valid = _shrink(pair.valid, int(np.ceil(2 * sigma)) + 1)
-        # The grid of detect.sampling.sampled: every _STEP-th pixel, or every pixel when that
-        # holds fewer than 64 valid ones.
+        # Every _COARSE_STEP-th pixel when that holds enough valid ones, else the grid of
+        # detect.sampling.sampled: every _STEP-th, or every pixel when that holds fewer
+        # than 64 valid ones.
         step = _STEP if valid[::_STEP, ::_STEP].sum() >= 64 else 1
+        step = sample_step(valid, (_COARSE_STEP, step))
         before = _smooth_at(pair.before, sigma, step)
         after = _smooth_at(pair.after, sigma, step)
         valid = valid[::step, ::step]

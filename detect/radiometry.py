@@ -16,12 +16,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .sampling import sampled
+from .sampling import sample_step, sampled
 
 __all__ = ["fit_gain_offset", "robust_scale"]
 
-#: Sampling step (px) of the pixels used for the fit; 1/36 of a tile is ample for two numbers.
-_STEP = 6
+#: Sampling steps (px) of the pixels used for the fit: 1/64 of a tile large enough to hold
+#: ``detect.sampling.ENOUGH`` samples on that grid, else 1/36; ample for two numbers a band.
+_STEPS = (8, 6)
 #: Bins of earlier rank over which the median later rank is taken.
 _RANK_BINS = 50
 #: Quantiles matched between the epochs.
@@ -78,8 +79,9 @@ def fit_gain_offset(
         pixels; offset only (gain 1) for a band that is flat in either epoch.
     """
     n = reference.shape[0]
-    ref = sampled(reference, valid, step=_STEP, minimum=256).astype(np.float64)
-    mov = sampled(moving, valid, step=_STEP, minimum=256).astype(np.float64)
+    step = sample_step(valid, _STEPS)
+    ref = sampled(reference, valid, step=step, minimum=256).astype(np.float64)
+    mov = sampled(moving, valid, step=step, minimum=256).astype(np.float64)
     if usable is not None:
         keep = usable(ref, mov)
         ref, mov = ref[:, keep], mov[:, keep]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["block_sums", "sampled"]
+__all__ = ["ENOUGH", "block_sums", "sample_step", "sampled"]
+
+#: Samples that pin down a tile statistic: the median of this many is within about 1 % of the
+#: spread of the whole (its standard error is 1.25 / sqrt(n) of the standard deviation).
+ENOUGH = 16_384
 
 
 def sampled(
@@ -29,6 +33,16 @@ def sampled(
     if mask[::step, ::step].sum() < minimum:
         step = 1
     return values[..., ::step, ::step][..., mask[::step, ::step]]
+
+
+def sample_step(mask: np.ndarray, steps: tuple[int, ...], *, enough: int = ENOUGH) -> int:
+    """The first (coarsest) of ``steps`` whose grid holds at least ``enough`` True pixels of
+    ``mask``, else the last (finest): a large tile's statistics need not take as many samples
+    as a small image's."""
+    for step in steps[:-1]:
+        if mask[::step, ::step].sum() >= enough:
+            return step
+    return steps[-1]
 
 
 def block_sums(data: np.ndarray, step: int) -> np.ndarray:

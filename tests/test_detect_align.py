@@ -136,12 +136,14 @@ def test_fit_gain_offset_recovers_known_radiometry_despite_scattered_change():
     np.testing.assert_allclose(fitted_offset, offset, atol=20)
 
 
-def test_fit_gain_offset_is_not_pulled_by_a_changed_block():
-    reference = _scene_bands(seed=6)
+@pytest.mark.parametrize("side", [200, 1100])  # sampled 6 and 8 px apart
+def test_fit_gain_offset_is_not_pulled_by_a_changed_block(side):
+    reference = _scene_bands(seed=6, shape=(3, side, side))
     gain, offset = np.array([0.9, 1.2, 1.05]), np.array([40.0, -60.0, 10.0])
     moving = (reference - offset[:, None, None]) / gain[:, None, None]
     block = np.zeros(reference.shape[1:], bool)
-    block[20:110, 30:110] = True  # 18 % of the tile became a bright roof
+    k = side / 200
+    block[int(20 * k) : int(110 * k), int(30 * k) : int(110 * k)] = True  # 18 % became a roof
     moving[:, block] += 800
 
     fitted_gain, fitted_offset = fit_gain_offset(

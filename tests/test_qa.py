@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from detect.qa import cloud_mask, cloud_share
-from detect.sampling import block_sums
+from detect.sampling import ENOUGH, block_sums, sample_step
 
 BANDS = ("blue", "green", "red", "nir")
 
@@ -66,3 +66,12 @@ def test_block_sums_add_up_each_whole_block(shape, step):
         for j in range(cols):
             block = data[..., i * step : (i + 1) * step, j * step : (j + 1) * step]
             np.testing.assert_array_equal(out[..., i, j], block.sum(axis=(-2, -1)))
+
+
+def test_sample_step_is_coarse_only_where_enough_samples_remain():
+    tile = np.ones((1152, 1152), bool)
+    assert sample_step(tile, (8, 4)) == 8  # 144² samples
+    assert sample_step(np.ones((256, 256), bool), (8, 4)) == 4  # 32² would be too few
+    sparse = tile.copy()
+    sparse[:, 200:] = False  # 144 x 25 on the coarse grid
+    assert (sparse[::8, ::8].sum() < ENOUGH) and sample_step(sparse, (8, 4)) == 4
