@@ -168,6 +168,7 @@ def worklists(
         clouds=change_set.clouds,
         lang=lang,
         chips=chips,
+        executor=executor,
     )
     return taskset, summary
 

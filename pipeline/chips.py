@@ -147,7 +147,9 @@ def write_chips(
     if executor is None:
         results = [_write_batch(job) for job in jobs]
     else:
-        results = [chips for _, chips in executor.map(_write_batch, jobs, desc="chips")]
+        results = [
+            chips for _, chips in executor.map(_write_batch, jobs, desc="chips", unit="batch")
+        ]
     written = {task_id: chip for chips in results for task_id, chip in chips}
     _prune(out_dir, {path for chip in written.values() for path in (chip.before, chip.after)})
     return written

@@ -64,7 +64,13 @@ class Executor:
         return self.workers or os.cpu_count() or 1
 
     def map(
-        self, fn: Callable[[T], R], items: Iterable[T], *, desc: str = "", runs: bool = False
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T],
+        *,
+        desc: str = "",
+        runs: bool = False,
+        unit: str = "tile",
     ) -> Iterator[tuple[T, R]]:
         """Apply ``fn`` to every item; yield ``(item, result)`` as each finishes.
 
@@ -72,9 +78,10 @@ class Executor:
         With ``runs``, each worker takes runs of consecutive items rather than one item at a
         time: neighbouring tiles then share the worker's caches. The runs shorten as the items
         run out (see :func:`_runs`), so that no worker idles long while another ends a run.
+        ``unit`` names the items on the progress bar.
         """
         items = list(items)
-        bar = tqdm(total=len(items), desc=desc, unit="tile", disable=not self.progress or None)
+        bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not self.progress or None)
         try:
             if self.name == "serial" or (self.name == "processes" and self.n_workers == 1):
                 with _blas_one_thread():

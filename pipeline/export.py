@@ -31,6 +31,8 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -51,6 +53,7 @@ from errors import InputError
 
 from .atomic import atomic_path, write_json, write_layers
 from .chips import Chip
+from .executors import Executor
 from .tasks import TaskSet
 from .vocab import (
     ALIASES,
@@ -118,6 +121,7 @@ def write_quarter(
     clouds: gpd.GeoDataFrame | None = None,
     lang: Lang = "zh",
     chips: Mapping[str, Chip] | None = None,
+    executor: Executor | None = None,
 ) -> dict:
     """Write the quarter's GeoPackage, every office's worklists and ``summary.json``.
 
@@ -144,6 +148,9 @@ def write_quarter(
     chips : mapping, optional
         ``task_id`` -> :class:`pipeline.chips.Chip`, as from :func:`pipeline.chips.write_chips`,
         shown in the xlsx and html worklists; without it they show no images.
+    executor : pipeline.executors.Executor, optional
+        Where the offices' csv, xlsx and html worklists are written, an office per job, while
+        this process writes the GeoPackages; all in this process without one.
 
     Returns
     -------
@@ -170,28 +177,78 @@ def write_quarter(
         layers["unassigned"] = taskset.unassigned
     summary = _summary(quarter, suspects=suspects, taskset=taskset, offices=offices, tiles=tiles)
 
-    write_gpkg(out_dir / f"{quarter}.gpkg", layers)
     table = _worklist_table(taskset.tasks, lang=lang)
+    geopackages = {out_dir / f"{quarter}.gpkg": layers}
+    sheets = []
     for code, name in zip(offices["office_code"], offices["office_name"], strict=True):
         stem = out_dir / "worklists" / code / f"{code}_{quarter}"
         mine = (taskset.tasks["office_code"] == code).to_numpy()
-        write_gpkg(
-            stem.with_suffix(".gpkg"),
-            {"tasks": taskset.tasks[mine], "office": offices[offices["office_code"] == code]},
+        tasks = taskset.tasks[mine]
+        geopackages[stem.with_suffix(".gpkg")] = {
+            "tasks": tasks,
+            "office": offices[offices["office_code"] == code],
+        }
+        sheets.append(
+            _OfficeSheets(
+                stem,
+                table[mine],
+                tasks,
+                office=(code, name),
+                quarter=quarter,
+                summary=summary["offices"][code],
+                lang=lang,
+                chips=None
+                if chips is None
+                else {t: chips[t] for t in tasks["task_id"] if t in chips},
+            )
         )
-        _write_csv(stem.with_suffix(".csv"), table[mine], lang=lang)
-        _write_xlsx(stem.with_suffix(".xlsx"), table[mine], lang=lang, chips=chips)
-        _write_html(
-            stem.with_suffix(".html"),
-            taskset.tasks[mine],
-            office=(code, name),
-            quarter=quarter,
-            summary=summary["offices"][code],
-            lang=lang,
-            chips=chips or {},
-        )
+    # The driver alone writes GeoPackages (SQLite has one writer); meanwhile the offices'
+    # sheets are written on the executor's workers, an office at a time.
+    with ThreadPoolExecutor(1, thread_name_prefix="geopackages") as driver:
+        written = driver.submit(_write_geopackages, geopackages)
+        if executor is None:
+            for job in sheets:
+                _write_sheets(job)
+        else:
+            for _ in executor.map(_write_sheets, sheets, desc="worklists", unit="office"):
+                pass
+        written.result()
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+@dataclass(frozen=True)
+class _OfficeSheets:
+    """An office's worklist sheets to write: ``<stem>.csv``, ``.xlsx`` and ``.html``."""
+
+    stem: Path
+    table: pd.DataFrame  # worklist rows (see _worklist_table)
+    tasks: gpd.GeoDataFrame
+    office: tuple[str, str]  # code, name
+    quarter: str
+    summary: dict
+    lang: Lang
+    chips: Mapping[str, Chip] | None
+
+
+def _write_sheets(job: _OfficeSheets) -> None:
+    """Worker: write one office's csv, xlsx and html worklists."""
+    _write_csv(job.stem.with_suffix(".csv"), job.table, lang=job.lang)
+    _write_xlsx(job.stem.with_suffix(".xlsx"), job.table, lang=job.lang, chips=job.chips)
+    _write_html(
+        job.stem.with_suffix(".html"),
+        job.tasks,
+        office=job.office,
+        quarter=job.quarter,
+        summary=job.summary,
+        lang=job.lang,
+        chips=job.chips or {},
+    )
+
+
+def _write_geopackages(geopackages: Mapping[Path, Mapping[str, gpd.GeoDataFrame]]) -> None:
+    for path, layers in geopackages.items():
+        write_gpkg(path, layers)
 
 
 # --- GeoPackage -------------------------------------------------------------------------------

@@ -514,3 +514,29 @@ def test_qgis_applies_the_default_styles(written):
     assert tasks["aliases"]["task_id"] == "任务编号" and tasks["aliases"]["result"] == "核查结果"
     assert tasks["widgets"]["result"] == "ValueMap" and tasks["widgets"]["status"] == "ValueMap"
     assert tasks["types"]["issued_at"].lower() == "datetime"
+
+
+def test_sheets_written_on_worker_processes_are_those_written_in_process(
+    tmp_path, written, quarter_inputs
+):
+    from pipeline.executors import Executor
+
+    out, _ = written
+    with Executor("processes", workers=2, progress=False) as executor:
+        write_quarter(tmp_path / QUARTER, quarter=QUARTER, executor=executor, **quarter_inputs)
+    for code in ("A", "B", "C"):
+        stem = Path("worklists") / code / f"{code}_{QUARTER}"
+        for suffix in (".csv", ".html"):
+            name = stem.with_suffix(suffix)
+            assert (tmp_path / QUARTER / name).read_bytes() == (out / name).read_bytes()
+        sheets = [
+            list(openpyxl.load_workbook(root / stem.with_suffix(".xlsx")).active.values)
+            for root in (out, tmp_path / QUARTER)
+        ]
+        assert sheets[0] == sheets[1] and len(sheets[0]) >= 1
+        gpkgs = [
+            gpd.read_file(root / stem.with_suffix(".gpkg"), layer="tasks")
+            for root in (out, tmp_path / QUARTER)
+        ]
+        pd.testing.assert_frame_equal(gpkgs[0], gpkgs[1])
+    assert (tmp_path / QUARTER / "summary.json").read_text() == (out / "summary.json").read_text()
