@@ -184,7 +184,7 @@ def changes(config: Path, executor, workers, scheduler, resume) -> None:
 @_lang_option
 def worklists(config: Path, executor, workers, scheduler, lang: str) -> None:
     """Turn the quarter's suspects into tasks and write the GeoPackage and office worklists
-    (image chips are cut on the executor's workers)."""
+    (image chips and the offices' sheets are made on the executor's workers)."""
     cfg = load_config(config)
     with _executor(executor, workers, scheduler).start() as ex:
         from pipeline import batch

@@ -98,8 +98,8 @@ def worklists(
     executor: Executor | None = None,
 ) -> tuple[TaskSet, dict]:
     """Stage 3: suspects → tasks (offices, permits, earlier tasks, IDs) → the register, the
-    quarter's GeoPackage and the office worklists with image chips (cut on ``executor``'s
-    workers when given)."""
+    quarter's GeoPackage and the office worklists with image chips (the chips and the offices'
+    sheets made on ``executor``'s workers when given)."""
     grid = config.grid_spec
     run_cfg = config.require_run()
     change_set = read_changes(config)
