@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .cues import EDGE_GAIN, Levels, _noisy_or, _ramp_to, _smooth, _smooth_radius
+from .cues import EDGE_GAIN, Levels, _noisy_or, _smooth, _smooth_radius
 from .indices import vegetated, water
 from .pairs import Pair
 from .params import DetectParams
@@ -76,20 +76,31 @@ def focus_windows(
     """
     sigma = params.smooth_m / pixel_size
     radius = _smooth_radius(sigma)
+    low = _LOOSE * params.score_low
     colour = np.zeros(shape, np.float32)
     rise: np.ndarray | None = None  # only with a DSM pair
+    height = any(pair.kind == "dsm" for pair in pairs)
+    # Without a DSM pair the score is the ramp of the colour alone. A pixel is a candidate
+    # where its colour passes the colour the ramp takes to score_low: where its smoothed
+    # squared change passes that colour squared times the band count (no root, ramp or score).
+    floor = params.spectral_z[0] / params.spectral_z[1]
+    lowest_colour = (floor + low * (1.0 - floor)) * params.spectral_z[1] / EDGE_GAIN
+    passing = np.zeros(shape, bool)
     quiet = np.zeros(shape, bool)
     vegetation: list[tuple[np.ndarray, str]] = []
     for pair, level in zip(pairs, levels, strict=True):
         if pair.kind == "dsm":
             change = _smoothed_change(pair, 0, sigma)
-            height = np.where(pair.valid, np.abs(np.nan_to_num(change)), np.float32(0.0))
-            height /= np.float32(params.height_change_m[1])
-            rise = height if rise is None else np.maximum(rise, height)
+            rising = np.where(pair.valid, np.abs(np.nan_to_num(change)), np.float32(0.0))
+            rising /= np.float32(params.height_change_m[1])
+            rise = rising if rise is None else np.maximum(rise, rising)
             continue
         z2 = _smooth(_squared_change(pair, level.noise)[np.newaxis], sigma)[0]
-        z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
-        colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
+        if height:
+            z = np.where(pair.valid, np.sqrt(z2 / len(pair.bands)), np.float32(0.0))
+            colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
+        else:
+            passing |= pair.valid & (z2 > np.float32(len(pair.bands) * lowest_colour**2))
         wet = water(pair.before, pair.bands), water(pair.after, pair.bands)
         if wet[0] is not None and wet[1] is not None:
             quiet |= _eroded(wet[0] & wet[1], radius)
@@ -99,13 +110,13 @@ def focus_windows(
             vegetation.append((first[0] & second[0], first[1]))
     if vegetation:  # the cues take vegetation from NDVI when a pair has it
         quiet |= _eroded(sorted(vegetation, key=lambda v: v[1] != "ndvi")[0][0], radius)
-    optical = np.where(
-        quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1])
-    )
-    score = (
-        _ramp_to(optical, params.spectral_z) if rise is None else _noisy_or(rise, optical, params)
-    )
-    candidate = score > _LOOSE * params.score_low
+    if rise is None:
+        candidate = passing & ~quiet
+    else:
+        optical = np.where(
+            quiet, np.float32(0.0), colour * np.float32(EDGE_GAIN / params.spectral_z[1])
+        )
+        candidate = _noisy_or(rise, optical, params) > low
     # An object survives the opening only if it holds a disk of open_m, so it holds the
     # square inscribed in that disk: only parts of the candidates holding one can be objects.
     # Each window takes all of such a part (4-connected, as the hysteresis regions are), so
