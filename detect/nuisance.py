@@ -423,9 +423,14 @@ def _soft(
     partial = alike & (mean >= low) & (mean <= high)
     labels, n = ndi.label(core)
     outside, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    inside = ndi.distance_transform_edt(labels > 0)
     reach = _SOFT_EDGE_M / pixel_size
-    zone = valid & (outside <= reach) & (inside <= reach)
+    # Core pixels farther than reach from any pixel outside the core: the core eroded by the
+    # disk of that radius (what a distance transform of the core tells, several times faster).
+    side = int(reach)
+    offsets = np.arange(-side, side + 1)
+    disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= reach**2
+    deep = ndi.binary_erosion(core, disk, border_value=1)
+    zone = valid & (outside <= reach) & ~deep
     owner = labels[rows[zone], cols[zone]]
     total = np.bincount(owner, minlength=n + 1)
     soft = np.bincount(owner, weights=partial[zone], minlength=n + 1)
