@@ -130,3 +130,21 @@ def test_shrinking_is_scipys_erosion_away_from_holes(mask, pixels):
 
     want = ndi.binary_erosion(mask, iterations=pixels, border_value=1) if pixels else mask
     assert np.array_equal(_shrink(mask, pixels), want)
+
+
+@SETTINGS
+@given(
+    data=arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 40)),
+        elements=st.floats(-1e4, 1e4, width=32),
+    ),
+    sigma=st.floats(0.3, 4.0),
+)
+def test_smoothing_along_rows_flattened_is_the_same_to_the_bit(data, sigma):
+    from detect.cues import _correlate, _gaussian_weights, _smooth_radius
+
+    weights = _gaussian_weights(sigma, _smooth_radius(sigma)).astype(np.float32)
+    rows = _correlate(data, weights, -1)  # contiguous: over the flattened array
+    by_row = _correlate(np.asfortranarray(data), weights, -1)  # row by row
+    np.testing.assert_array_equal(rows, by_row)
