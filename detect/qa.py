@@ -73,6 +73,8 @@ def cloud_mask(
     if "nir" in bands:
         ratio = refl[bands.index("nir")] / np.maximum(vis[2], 1e-6)
         candidate &= (ratio >= 0.8) & (ratio <= 1.5)
+    if not candidate.any():  # clear sky, as on most tiles: nothing to open or label
+        return candidate
     radius = max(1, round(open_m / pixel_size / 2))
     candidate = ndi.binary_opening(candidate, structure=np.ones((3, 3)), iterations=radius)
     labels, n = ndi.label(candidate)
