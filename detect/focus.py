@@ -101,13 +101,17 @@ def focus_windows(
             colour = np.maximum(colour, z)  # the cues average the pairs: at most the largest
         else:
             passing |= pair.valid & (z2 > np.float32(len(pair.bands) * lowest_colour**2))
-        wet = water(pair.before, pair.bands), water(pair.after, pair.bands)
-        if wet[0] is not None and wet[1] is not None:
-            quiet |= _eroded(wet[0] & wet[1], radius)
-        first = vegetated(pair.before, pair.bands, params=params)
-        if first is not None:
-            second = vegetated(pair.after, pair.bands, params=params)
-            vegetation.append((first[0] & second[0], first[1]))
+        # Water and vegetation in both epochs: the later epoch is looked at only where the
+        # earlier one has some.
+        wet = water(pair.before, pair.bands)
+        if wet is not None and wet.any():
+            quiet |= _eroded(wet & water(pair.after, pair.bands), radius)
+        found = vegetated(pair.before, pair.bands, params=params)
+        if found is not None:
+            both, name = found
+            if both.any():
+                both &= vegetated(pair.after, pair.bands, params=params)[0]
+            vegetation.append((both, name))
     if vegetation:  # the cues take vegetation from NDVI when a pair has it
         quiet |= _eroded(sorted(vegetation, key=lambda v: v[1] != "ndvi")[0][0], radius)
     if rise is None:
