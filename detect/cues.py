@@ -33,7 +33,7 @@ from .nuisance import shadows
 from .pairs import Pair
 from .params import DetectParams
 from .radiometry import robust_scale
-from .sampling import sample_step
+from .sampling import ENOUGH, sample_step
 
 __all__ = ["Cues", "Levels", "compute_cues", "ramp", "structure_change", "tile_levels"]
 
@@ -47,6 +47,11 @@ _NOISE_CAP = 0.3
 EDGE_GAIN = 2.0
 #: Window (m) over which edge density is averaged.
 _STRUCTURE_WINDOW_M = 2.0
+#: A tile's edge floor is taken on bands of ``_EDGE_BAND`` rows, one every ``_EDGE_PERIOD``
+#: rows, when they hold ``detect.sampling.ENOUGH`` samples (a whole tile: about a third of the
+#: rows to filter); on every row otherwise.
+_EDGE_BAND = 32
+_EDGE_PERIOD = 128
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,14 +137,42 @@ def structure_change(
     )
 
 
-def edge_floor(image: np.ndarray, *, window_px: int) -> float:
-    """The median local edge density of an image: :func:`structure_change`'s ``c``.
+def edge_floor(data: np.ndarray, weights: np.ndarray, *, sigma: float, window_px: int) -> float:
+    """The median local edge density of a brightness image: :func:`structure_change`'s ``c``.
 
-    The same median as ``_median_sampled(_edge_density(image, window_px))``: the box filter
-    runs down the columns of every pixel, then along the rows only of the sampled rows.
+    The image is ``_smooth(_weighted_sum(data, weights), sigma)``, and the median is that of
+    ``_median_sampled(_edge_density(image, window_px))``, taken on the rows of bands of the
+    tile (see ``_EDGE_BAND``) when they hold enough samples. Each band is made from its own
+    rows and the few around it that its samples depend on, so its samples are exactly those
+    of the whole image there. Within a band, the box filter runs down the columns of every
+    row, then along the rows only of the sampled rows.
+
+    Parameters
+    ----------
+    data : ndarray of float32, shape (n, h, w)
+        An epoch's bands.
+    weights : ndarray, shape (n,)
+        Weight of each band in the brightness image.
+    sigma : float, keyword-only
+        Smoothing of the brightness image (px).
+    window_px : int, keyword-only
+        Side of the edge density's window.
     """
-    down = ndi.uniform_filter1d(gradient_magnitude(image), window_px, axis=0)
-    return float(np.median(ndi.uniform_filter1d(down[::_STEP], window_px, axis=1)[:, ::_STEP]))
+    h, w = data.shape[1:]
+    bands = [(start, min(start + _EDGE_BAND, h)) for start in range(0, h, _EDGE_PERIOD)]
+    samples = sum(-(-(stop - start) // _STEP) for start, stop in bands) * -(-w // _STEP)
+    if samples < ENOUGH:
+        bands = [(0, h)]
+    # Rows beyond a band that its samples depend on: the smoothing, the gradient, the box.
+    reach = _smooth_radius(sigma) + 1 + window_px // 2
+    values = []
+    for start, stop in bands:
+        top, bottom = max(start - reach, 0), min(stop + reach, h)
+        image = _smooth(_weighted_sum(data[:, top:bottom], weights)[np.newaxis], sigma)[0]
+        down = ndi.uniform_filter1d(gradient_magnitude(image), window_px, axis=0)
+        rows = down[start - top + (-start) % _STEP : stop - top : _STEP]  # rows on the grid
+        values.append(ndi.uniform_filter1d(rows, window_px, axis=1)[:, ::_STEP])
+    return float(np.median(np.concatenate(values)))
 
 
 def _median_sampled(values: np.ndarray) -> float:
@@ -198,12 +231,16 @@ def tile_levels(pairs: list[Pair], *, pixel_size: float, params: DetectParams) -
         if quiet.sum() < 0.1 * valid.sum():
             quiet = valid
         spread, noise = _noise(before[:, quiet], after[:, quiet])
-        lum = _smooth(_weighted_sum(pair.before, 1.0 / spread)[np.newaxis], sigma)[0]
         out.append(
             Levels(
                 spread=spread,
                 noise=noise,
-                edges=edge_floor(lum, window_px=_structure_window(pixel_size)),
+                edges=edge_floor(
+                    pair.before,
+                    1.0 / spread,
+                    sigma=sigma,
+                    window_px=_structure_window(pixel_size),
+                ),
                 lit=tuple(
                     float(np.median(epoch.mean(axis=0)[valid])) if valid.any() else np.nan
                     for epoch in (before, after)

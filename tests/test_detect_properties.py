@@ -148,3 +148,39 @@ def test_smoothing_along_rows_flattened_is_the_same_to_the_bit(data, sigma):
     rows = _correlate(data, weights, -1)  # contiguous: over the flattened array
     by_row = _correlate(np.asfortranarray(data), weights, -1)  # row by row
     np.testing.assert_array_equal(rows, by_row)
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    size=st.tuples(st.integers(1100, 1180), st.integers(960, 1180)),
+    sigma=st.sampled_from([0.0, 0.5, 1.3, 2.6]),
+    window=st.sampled_from([3, 5, 9]),
+    seed=st.integers(0, 2**16),
+)
+def test_edge_floor_of_bands_is_the_median_of_the_whole_images_samples_there(
+    size, sigma, window, seed
+):
+    from scipy import ndimage as ndi
+
+    from detect.align import gradient_magnitude
+    from detect.cues import _EDGE_BAND, _EDGE_PERIOD, _STEP, _smooth, _weighted_sum, edge_floor
+    from detect.sampling import ENOUGH
+
+    rng = np.random.default_rng(seed)
+    data = rng.normal(1000, 200, (3, *size)).astype(np.float32)
+    data[:, 300:420, 100:300] += 900  # a bright block: edges the floor must see as they are
+    weights = np.array([1 / 150, 1 / 200, 1 / 250])
+    image = _smooth(_weighted_sum(data, weights)[np.newaxis], sigma)[0]
+    whole = ndi.uniform_filter(gradient_magnitude(image), window)[::_STEP, ::_STEP]
+    rows = np.arange(0, size[0], _STEP)
+    banded = rows % _EDGE_PERIOD < _EDGE_BAND
+    assert banded.sum() < rows.size / 3  # a third of the rows, ENOUGH samples on them
+    assert banded.sum() * whole.shape[1] >= ENOUGH
+    got = edge_floor(data, weights, sigma=sigma, window_px=window)
+    assert got == float(np.median(whole[banded]))
+    # Too few samples on bands (a 256² image): every row.
+    small = data[:, :256, :256]
+    image = _smooth(_weighted_sum(small, weights)[np.newaxis], sigma)[0]
+    want = np.median(ndi.uniform_filter(gradient_magnitude(image), window)[::_STEP, ::_STEP])
+    assert edge_floor(small, weights, sigma=sigma, window_px=window) == float(want)
+
