@@ -48,13 +48,13 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
-from skimage.morphology import disk
 from skimage.segmentation import felzenszwalb
 
 from errors import InputError
 
 from .align import apply_shift, measure_shift
 from .core import TileResult, _pixel_size, coverage_qa, cue_maps, kept_objects, objects_result
+from .morphology import fill_holes, opening
 from .params import DetectParams
 from .scene import Layer, Scene, check_pair, layers
 
@@ -838,6 +838,6 @@ def _segment(change: np.ndarray, model: Model, pixel_size: float) -> tuple[np.nd
     mask = apply_hysteresis_threshold(change, low, high)
     radius = int(round(model.open_m / pixel_size))
     if radius:
-        mask = ndi.binary_opening(mask, disk(radius))
-    labels, n = ndi.label(ndi.binary_fill_holes(mask))
+        mask = opening(mask, radius)
+    labels, n = ndi.label(fill_holes(mask))
     return labels.astype(np.int32), int(n)

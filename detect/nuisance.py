@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
+from .morphology import fill_holes
 from .sampling import block_sums, sampled
 
 __all__ = ["CloudCells", "cloud_cells", "cloud_mask", "clouds", "shadows"]
@@ -251,7 +252,7 @@ def clouds(
             rim = _near(shade_core) & ratios.flat & (ratio < np.log(_RIM))
             cloud |= _joined(shade_core, rim)
     if cloud.any():
-        cloud = ndi.binary_fill_holes(cloud)
+        cloud = fill_holes(cloud)
         cloud = ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size
     cloud = np.repeat(np.repeat(cloud, step, axis=0), step, axis=1)
     missing = [(0, full - part) for full, part in zip(full_shape, cloud.shape, strict=True)]

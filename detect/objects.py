@@ -15,9 +15,9 @@ import shapely
 from affine import Affine
 from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
-from skimage.morphology import disk
 
 from .cues import Cues
+from .morphology import closing, fill_holes, opening
 from .params import DetectParams
 
 __all__ = [
@@ -102,10 +102,10 @@ def segment(
     open_px = int(round(params.open_m / pixel_size))
     close_px = int(round(params.close_m / pixel_size))
     if open_px:
-        mask = ndi.binary_opening(mask, disk(open_px))
+        mask = opening(mask, open_px)
     if close_px:
-        mask = ndi.binary_closing(mask, disk(close_px), border_value=0)
-    mask = ndi.binary_fill_holes(mask) & valid
+        mask = closing(mask, close_px)
+    mask = fill_holes(mask) & valid
     labels, n = ndi.label(mask)
     return labels.astype(np.int32), int(n)
 

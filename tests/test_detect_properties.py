@@ -184,3 +184,20 @@ def test_edge_floor_of_bands_is_the_median_of_the_whole_images_samples_there(
     want = np.median(ndi.uniform_filter(gradient_magnitude(image), window)[::_STEP, ::_STEP])
     assert edge_floor(small, weights, sigma=sigma, window_px=window) == float(want)
 
+
+@SETTINGS
+@given(
+    mask=arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    radius=st.integers(0, 9),
+)
+def test_disk_opening_closing_and_hole_filling_are_scipys(mask, radius):
+    from scipy import ndimage as ndi
+    from skimage.morphology import disk
+
+    from detect.morphology import closing, fill_holes, opening
+
+    footprint = disk(radius)
+    assert np.array_equal(opening(mask, radius), ndi.binary_opening(mask, footprint))
+    want = ndi.binary_closing(mask, footprint, border_value=0)
+    assert np.array_equal(closing(mask, radius), want)
+    assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
