@@ -240,10 +240,10 @@ def clouds(
         if core.any():
             gamma = ratios.gamma
             seen = _linear(cloudy[visible], gamma), _linear(clear[visible], gamma)
-            haze = _haze(*seen, core, valid)
+            haze_core = core
             core = _soft(core, *seen, valid, pixel_size)
         if core.any():
-            body = core | (_near(core) & haze)
+            body = core | (_near(core) & _haze(*seen, haze_core, valid))
             darkened = ratio < np.log(_RIM)  # every band darker
             cast = _cast_shadow(body, np.where(body, 0.0, np.maximum(-ratio, 0.0)), valid)
             cloud |= body | _joined(cast, _near(cast) & darkened)
@@ -251,9 +251,10 @@ def clouds(
         if shade_core.any():
             rim = _near(shade_core) & ratios.flat & (ratio < np.log(_RIM))
             cloud |= _joined(shade_core, rim)
-    if cloud.any():
-        cloud = fill_holes(cloud)
-        cloud = ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size
+    if not cloud.any():
+        return np.zeros(full_shape, bool)
+    cloud = fill_holes(cloud)
+    cloud = ndi.distance_transform_edt(~cloud) <= _MARGIN_M / pixel_size
     cloud = np.repeat(np.repeat(cloud, step, axis=0), step, axis=1)
     missing = [(0, full - part) for full, part in zip(full_shape, cloud.shape, strict=True)]
     return np.pad(cloud, missing, mode="edge")
@@ -419,12 +420,28 @@ def _soft(
     outline, valid pixels) is at least ``_SOFT_SHARE`` partly opaque haze: every band mixing
     the clear ground with the core's brightest colour (90th percentile) by one opacity, in
     ``_SOFT_OPACITY``."""
-    mean, alike = _opacity(cloudy, clear, np.percentile(cloudy[:, core], 90, axis=1))
+    white = np.percentile(cloudy[:, core], 90, axis=1)
+    reach = _SOFT_EDGE_M / pixel_size
+    # Only the core's surroundings count: work on its bounding box and the reach around it
+    # (nothing farther is in an edge zone; the same labels, distances and owners there).
+    found = np.nonzero(core.any(axis=1))[0], np.nonzero(core.any(axis=0))[0]
+    margin = int(np.ceil(reach)) + 1
+    box = tuple(
+        slice(max(int(at[0]) - margin, 0), min(int(at[-1]) + margin + 1, size))
+        for at, size in zip(found, core.shape, strict=True)
+    )
+    kept = np.zeros(core.shape, bool)
+    core, cloudy, clear, valid = (
+        core[box],
+        cloudy[(slice(None), *box)],
+        clear[(slice(None), *box)],
+        valid[box],
+    )
+    mean, alike = _opacity(cloudy, clear, white)
     low, high = _SOFT_OPACITY
     partial = alike & (mean >= low) & (mean <= high)
     labels, n = ndi.label(core)
     outside, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    reach = _SOFT_EDGE_M / pixel_size
     # Core pixels farther than reach from any pixel outside the core: the core eroded by the
     # disk of that radius (what a distance transform of the core tells, several times faster).
     side = int(reach)
@@ -437,7 +454,8 @@ def _soft(
     soft = np.bincount(owner, weights=partial[zone], minlength=n + 1)
     keep = soft >= _SOFT_SHARE * np.maximum(total, 1)
     keep[0] = False
-    return keep[labels]
+    kept[box] = keep[labels]
+    return kept
 
 
 def _joined(core: np.ndarray, around: np.ndarray) -> np.ndarray:
