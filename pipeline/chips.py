@@ -30,6 +30,7 @@ import numpy as np
 import rasterio
 import shapely
 from PIL import Image, ImageDraw
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from tiles import Bounds, Grid, TileId
@@ -250,7 +251,10 @@ class _Reader:
             rows = slice(round((box.top - part.top) / res), round((box.top - part.bottom) / res))
             cols = slice(round((part.left - box.left) / res), round((part.right - box.left) / res))
             rgb[:, rows, cols] = src.read(bands, window=window)
-            valid[rows, cols] = src.read_masks(1, window=window) > 0
+            if MaskFlags.all_valid in src.mask_flag_enums[0]:
+                valid[rows, cols] = True  # no mask stored (see tiles.write_tile)
+            else:
+                valid[rows, cols] = src.read_masks(1, window=window) > 0
         return rgb, valid
 
     def _window(self, tile: TileId, part: Bounds) -> Window:

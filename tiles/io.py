@@ -356,6 +356,9 @@ def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[st
     """Read a stored tile: ``(data (bands, n, n), valid (n, n) bool, band names)``."""
     with rasterio.open(path) as src:
         data = src.read()
-        valid = src.dataset_mask() > 0
+        if all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
+            valid = np.ones(data.shape[1:], bool)  # no mask stored (see write_tile)
+        else:
+            valid = src.dataset_mask() > 0
         names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
     return data, valid, names
