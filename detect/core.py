@@ -314,6 +314,7 @@ def _detect(
         windows = [whole]
     labels = np.zeros(shape, np.int32)
     parts: list[dict[str, np.ndarray]] = []
+    labelled: list[tuple[slice, slice]] = []  # the windows that hold objects
     while windows:
         window = windows.pop(0)
         cues = compute_cues(
@@ -324,7 +325,7 @@ def _detect(
         regions = hysteresis(cues.score, params=params)
         if spills(regions, window, shape, pixel_size=pixel_size, params=params):
             # A region of the score runs out of the window: compare the whole tile instead.
-            labels[:], parts, windows = 0, [], [whole]
+            labels[:], parts, labelled, windows = 0, [], [], [whole]
             continue
         part, n = segment(
             cues.score,
@@ -343,6 +344,7 @@ def _detect(
         stats["col"] += window[1].start
         labels[window] = np.where(part > 0, part + sum(p["pixels"].size for p in parts), 0)
         parts.append(stats)
+        labelled.append(window)
     if not parts:  # the statistics of no object
         nothing = compute_cues([], (1, 1), pixel_size=pixel_size, params=params)
         parts.append(object_stats(np.zeros((1, 1), np.int32), 0, nothing, pixel_size=pixel_size))
@@ -354,7 +356,8 @@ def _detect(
     stats = {name: values[order] for name, values in stats.items()}
     relabel = np.zeros(order.size + 1, np.int32)
     relabel[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
-    labels = relabel[labels]
+    for window in labelled:  # the windows are disjoint; no object lies outside them
+        labels[window] = relabel[labels[window]]
     keep = _kept(stats, shape, pixel_size=pixel_size, params=params, core=core)
     return labels, keep, stats, coverage, pairs
 
