@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
+from scipy import ndimage as ndi
 
 from errors import InputError
 
@@ -27,6 +28,9 @@ from .scene import Scene, check_pair, layers
 
 __all__ = ["TileResult", "change_mask", "cue_maps", "detect_changes"]
 
+#: Statistics holding each object's bounding box on the tile (first row, end row, first
+#: column, end column), when its windows give it.
+_BOX = ("box_top", "box_bottom", "box_left", "box_right")
 #: Per-object cue means carried into the result: statistic name -> column name.
 _CUE_COLUMNS = {
     "spectral": "spectral_z",
@@ -181,8 +185,9 @@ def objects_result(
     kept = {name: values[keep - 1] for name, values in stats.items()}
     xs, ys = transform @ (kept["col"], kept["row"])
     covered = kept["height_cover"] >= 0.5
+    boxes = np.stack([kept[name] for name in _BOX], axis=1) if _BOX[0] in kept else None
     return TileResult(
-        geometry=polygons(labels, keep, transform=transform),
+        geometry=polygons(labels, keep, transform=transform, boxes=boxes),
         area_m2=kept["pixels"] * pixel_area,
         score=kept["score"],
         change_type=classify(kept, params=params),
@@ -338,6 +343,10 @@ def _detect(
         if n == 0:
             continue
         stats = object_stats(part, n, cues, pixel_size=pixel_size)
+        found = np.array(
+            [(r.start, r.stop, c.start, c.stop) for r, c in ndi.find_objects(part)]
+        ) + np.repeat([window[0].start, window[1].start], 2)
+        stats.update(zip(_BOX, found.T, strict=True))
         rows, cols = np.divmod(np.unique(part.ravel(), return_index=True)[1][1:], part.shape[1])
         stats["first"] = (rows + window[0].start) * shape[1] + cols + window[1].start
         stats["row"] += window[0].start

@@ -215,7 +215,13 @@ def classify(stats: dict[str, np.ndarray], *, params: DetectParams) -> np.ndarra
     return out
 
 
-def polygons(labels: np.ndarray, ids: np.ndarray, *, transform: Affine) -> list[shapely.Polygon]:
+def polygons(
+    labels: np.ndarray,
+    ids: np.ndarray,
+    *,
+    transform: Affine,
+    boxes: np.ndarray | None = None,
+) -> list[shapely.Polygon]:
     """Polygons (CRS coordinates) of the given objects, traced on their bounding boxes.
 
     Parameters
@@ -226,6 +232,9 @@ def polygons(labels: np.ndarray, ids: np.ndarray, *, transform: Affine) -> list[
         Labels to trace.
     transform : Affine, keyword-only
         Pixel to CRS transform of ``labels``.
+    boxes : ndarray of int, shape (k, 4), keyword-only
+        Each object's bounding box (first row, end row, first column, end column), when
+        known; else they are found by a pass over ``labels``.
 
     Returns
     -------
@@ -234,11 +243,14 @@ def polygons(labels: np.ndarray, ids: np.ndarray, *, transform: Affine) -> list[
     """
     if len(ids) == 0:
         return []
-    boxes = ndi.find_objects(labels)
+    if boxes is None:
+        found = ndi.find_objects(labels)
+        boxes = [found[i - 1] for i in ids]
+    else:
+        boxes = [(slice(r0, r1), slice(c0, c1)) for r0, r1, c0, c1 in np.asarray(boxes).tolist()]
     tolerance = _SIMPLIFY_PX * abs(transform.a)
     out = []
-    for i in ids:
-        rows, cols = boxes[i - 1]
+    for i, (rows, cols) in zip(ids, boxes, strict=True):
         inside = labels[rows, cols] == i
         box_transform = transform @ Affine.translation(cols.start, rows.start)
         parts = [
