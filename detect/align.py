@@ -230,6 +230,12 @@ def apply_shift(data: np.ndarray, valid: np.ndarray, shift: Shift) -> tuple[np.n
     valid : ndarray of bool, shape (h, w)
     """
     moved = _bilinear_shift(data, shift.row, shift.col)
+    if valid.all():  # every weight sums to one: valid but where the source lies outside
+        h, w = valid.shape
+        mask = np.ones((h, w), bool)
+        mask[_outside(h, shift.row)] = False
+        mask[:, _outside(w, shift.col)] = False
+        return moved, mask
     mask = _bilinear_shift(valid[np.newaxis].astype(np.float32), shift.row, shift.col, fill=0.0)
     return moved, mask[0] > 0.99
 
@@ -246,13 +252,20 @@ def _bilinear_shift(
     frac_r, frac_c = np.float32(row - whole_r), np.float32(col - whole_c)
     # grid[:, i, j] = data[:, i - 1 - whole_r, j - 1 - whole_c], edges repeated: (n, h+1, w+1)
     grid = _edge_window(data.astype(np.float32, copy=False), -1 - whole_r, -1 - whole_c)
-    across = grid[:, :, 1:] * (1 - frac_c) + grid[:, :, :-1] * frac_c
-    out = across[:, 1:] * (1 - frac_r) + across[:, :-1] * frac_r
+    across = grid[:, :, 1:] * (1 - frac_c)
+    across += grid[:, :, :-1] * frac_c
+    out = across[:, 1:] * (1 - frac_r)
+    out += across[:, :-1] * frac_r
     if fill is not None:
-        source_r, source_c = np.arange(h) - row, np.arange(w) - col
-        out[:, (source_r < 0) | (source_r > h - 1)] = fill
-        out[:, :, (source_c < 0) | (source_c > w - 1)] = fill
+        out[:, _outside(h, row)] = fill
+        out[:, :, _outside(w, col)] = fill
     return out
+
+
+def _outside(size: int, shift: float) -> np.ndarray:
+    """Which of ``size`` pixels moved by ``shift`` come from beyond the image, bool (size,)."""
+    source = np.arange(size) - shift
+    return (source < 0) | (source > size - 1)
 
 
 def _edge_window(data: np.ndarray, top: int, left: int) -> np.ndarray:

@@ -201,3 +201,18 @@ def test_disk_opening_closing_and_hole_filling_are_scipys(mask, radius):
     want = ndi.binary_closing(mask, footprint, border_value=0)
     assert np.array_equal(closing(mask, radius), want)
     assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+@SETTINGS
+@given(
+    shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    row=st.floats(-6, 6),
+    col=st.floats(-6, 6),
+)
+def test_shifting_a_valid_everywhere_mask_is_the_bilinear_shift_of_ones(shape, row, col):
+    from detect.align import Shift, _bilinear_shift, apply_shift
+
+    data = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(1, *shape)
+    _, valid = apply_shift(data, np.ones(shape, bool), Shift(row, col))
+    ones = np.ones((1, *shape), np.float32)
+    assert np.array_equal(valid, _bilinear_shift(ones, row, col, fill=0.0)[0] > 0.99)
