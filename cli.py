@@ -6,6 +6,7 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,17 @@ __all__ = ["main"]
 
 
 class _Group(click.Group):
+    def main(self, args=None, *rest, **kwargs):
+        """Run the command line; called on the process's own arguments (``args`` None, as the
+        ``tuban`` script does), freeze what is still alive when the command is done, so that
+        the interpreter's last garbage collection at exit skips it: with the stages, geopandas
+        and GDAL imported, that collection took 0.2-0.35 s of every command."""
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            if args is None:
+                gc.freeze()
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
