@@ -188,7 +188,7 @@ def test_edge_floor_of_bands_is_the_median_of_the_whole_images_samples_there(
 @SETTINGS
 @given(
     mask=arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40))),
-    radius=st.integers(0, 9),
+    radius=st.integers(0, 20),
 )
 def test_disk_opening_closing_and_hole_filling_are_scipys(mask, radius):
     from scipy import ndimage as ndi
