@@ -69,20 +69,23 @@ def _rectangles(radius: int) -> tuple[tuple[int, int], ...]:
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    padded = np.pad(mask.astype(bool, copy=False), radius, constant_values=False)
-    out = None
-    for a, b in _rectangles(radius):
-        part = _runs(padded, a, b, radius, np.logical_and)
-        out = part if out is None else np.logical_and(out, part, out=out)
-    return out
+    """Erosion by ``disk(radius)``, beyond the image counting as background."""
+    return _by_disk(mask, radius, np.logical_and)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilation by ``disk(radius)``."""
+    return _by_disk(mask, radius, np.logical_or)
+
+
+def _by_disk(mask: np.ndarray, radius: int, combine) -> np.ndarray:
+    """``combine`` (AND: erosion, OR: dilation) of ``mask`` over the disk around each pixel:
+    the same ``combine`` of its runs over the disk's rectangles."""
     padded = np.pad(mask.astype(bool, copy=False), radius, constant_values=False)
     out = None
     for a, b in _rectangles(radius):
-        part = _runs(padded, a, b, radius, np.logical_or)
-        out = part if out is None else np.logical_or(out, part, out=out)
+        part = _runs(padded, a, b, radius, combine)
+        out = part if out is None else combine(out, part, out=out)
     return out
 
 
