@@ -30,10 +30,9 @@ import numpy as np
 import rasterio
 import shapely
 from PIL import Image, ImageDraw
-from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from tiles import Bounds, Grid, TileId
+from tiles import Bounds, Grid, TileId, all_valid
 
 from .atomic import atomic_path
 from .executors import Executor
@@ -251,8 +250,8 @@ class _Reader:
             rows = slice(round((box.top - part.top) / res), round((box.top - part.bottom) / res))
             cols = slice(round((part.left - box.left) / res), round((part.right - box.left) / res))
             rgb[:, rows, cols] = src.read(bands, window=window)
-            if MaskFlags.all_valid in src.mask_flag_enums[0]:
-                valid[rows, cols] = True  # no mask stored (see tiles.write_tile)
+            if all_valid(src):
+                valid[rows, cols] = True
             else:
                 valid[rows, cols] = src.read_masks(1, window=window) > 0
         return rgb, valid

@@ -29,7 +29,14 @@ from errors import InputError
 
 from .grid import Bounds, Grid, TileId
 
-__all__ = ["SourceInfo", "describe_source", "read_onto_tile", "write_tile", "read_tile"]
+__all__ = [
+    "SourceInfo",
+    "all_valid",
+    "describe_source",
+    "read_onto_tile",
+    "read_tile",
+    "write_tile",
+]
 
 #: GDAL's block cache per process (MB), unless GDAL_CACHEMAX is set: sources stay open between
 #: tiles (see _source), so neighbouring tiles, which share the blocks of their halos, decode
@@ -352,13 +359,16 @@ def write_tile(
         raise
 
 
+def all_valid(src: rasterio.DatasetReader) -> bool:
+    """Whether a stored tile has no mask (:func:`write_tile` stores none for a tile valid
+    everywhere), so that its mask need not be read."""
+    return all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
+
+
 def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read a stored tile: ``(data (bands, n, n), valid (n, n) bool, band names)``."""
     with rasterio.open(path) as src:
         data = src.read()
-        if all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
-            valid = np.ones(data.shape[1:], bool)  # no mask stored (see write_tile)
-        else:
-            valid = src.dataset_mask() > 0
+        valid = np.ones(data.shape[1:], bool) if all_valid(src) else src.dataset_mask() > 0
         names = tuple(d or f"b{i + 1}" for i, d in enumerate(src.descriptions))
     return data, valid, names
