@@ -338,7 +338,12 @@ def train(pair_dirs: tuple[Path, ...], out: Path, seed: int) -> None:
     help="Model from `tuban train` [the unsupervised detector].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
-def evaluate(pair_dir: Path, model: Path | None, as_json: bool) -> None:
+@click.option(
+    "--per-pair",
+    is_flag=True,
+    help="Also score each pair alone (pooled figures first; worst pixel F1 first).",
+)
+def evaluate(pair_dir: Path, model: Path | None, as_json: bool, per_pair: bool) -> None:
     """Score change masks of a labelled pairs folder: pixel P/R/F1/IoU, object P/R/F1."""
     import json
 
@@ -346,7 +351,10 @@ def evaluate(pair_dir: Path, model: Path | None, as_json: bool) -> None:
 
     result = evaluate_pairs(pair_dir, model=model, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(result.summary()))
+        summary = result.summary()
+        if per_pair:
+            summary["by_pair"] = {name: s.summary() for name, s in result.pairs.items()}
+        click.echo(json.dumps(summary))
         return
     s = result.score
     click.echo(
@@ -355,6 +363,17 @@ def evaluate(pair_dir: Path, model: Path | None, as_json: bool) -> None:
         f"P {s.object_precision:.3f} R {s.object_recall:.3f} F1 {s.object_f1:.3f} "
         f"({s.label_objects} labelled, {s.predicted_objects} predicted)"
     )
+    if per_pair:
+        width = max(len(name) for name in result.pairs)
+        click.echo(
+            f"{'pair':<{width}} {'labelled px':>11} {'pix P':>6} {'pix R':>6} {'pix F1':>6} "
+            f"{'obj F1':>6}"
+        )
+        for name, p in sorted(result.pairs.items(), key=lambda kv: (kv[1].pixel_f1, kv[0])):
+            click.echo(
+                f"{name:<{width}} {p.tp + p.fn:>11} {p.pixel_precision:>6.3f} "
+                f"{p.pixel_recall:>6.3f} {p.pixel_f1:>6.3f} {p.object_f1:>6.3f}"
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,11 +27,12 @@ from detect.learn import (
     probability,
     training_sample,
 )
-from detect.metrics import score_mask
+from detect.metrics import Score, score_mask
 from errors import ConfigError, InputError
 from pipeline import batch
 from pipeline.config import load_config
-from pipeline.learn import load_model, save_model
+from pipeline.learn import load_model, pair_mask, save_model
+from pipeline.pairs import read_pair
 
 RGB = ("red", "green", "blue")
 FINE = 0.25  # m per pixel the synthetic scenes are drawn at
@@ -392,6 +393,40 @@ def test_train_predict_evaluate_commands(tmp_path):
         assert scores[figure] == pytest.approx(want[figure]), figure
     result = runner.invoke(main, ["evaluate", str(test)])
     assert result.exit_code == 0 and result.output.startswith("unsupervised on 1 pairs: pixels P")
+
+
+def test_evaluate_per_pair_scores_each_pair_alone(tmp_path):
+    folder = _pairs_folder(tmp_path / "pairs", [210, 211])
+    result = runner.invoke(main, ["evaluate", str(folder), "--json", "--per-pair"])
+    assert result.exit_code == 0, result.output
+    scores = __import__("json").loads(result.output)
+    assert sorted(scores["by_pair"]) == ["p210", "p211"]
+    pooled = Score()
+    for name, figures in scores["by_pair"].items():
+        pair = read_pair(
+            folder / "A" / f"{name}.png",
+            folder / "B" / f"{name}.png",
+            label=folder / "label" / f"{name}.png",
+            pixel_size=0.5,
+        )
+        alone = score_mask(pair.label, pair_mask(pair))
+        pooled = pooled + alone
+        assert figures == pytest.approx(alone.summary()), name
+    assert scores["pixel_f1"] == pytest.approx(pooled.pixel_f1)
+    # without the flag, the JSON line is the pooled figures alone
+    plain = __import__("json").loads(
+        runner.invoke(main, ["evaluate", str(folder), "--json"]).output
+    )
+    assert "by_pair" not in plain and plain["pixel_f1"] == scores["pixel_f1"]
+
+    text = runner.invoke(main, ["evaluate", str(folder), "--per-pair"]).output.splitlines()
+    rows = [line.split() for line in text[2:]]
+    assert [row[0] for row in rows] == sorted(
+        scores["by_pair"], key=lambda n: (scores["by_pair"][n]["pixel_f1"], n)
+    )
+    assert [float(row[4]) for row in rows] == [
+        pytest.approx(scores["by_pair"][row[0]]["pixel_f1"], abs=5e-4) for row in rows
+    ]
 
 
 def test_predict_with_a_bad_model_exits_2(tmp_path):
