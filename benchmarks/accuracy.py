@@ -2,6 +2,7 @@
 default and the learned scorer under two protocols.
 
 Usage: python benchmarks/accuracy.py [--realdata DIR] [--samples N] [--seed S] [--masks DIR]
+                                     [--train-without DATASET...]
 
 Every sub-folder of ``--realdata`` holding ``A/``, ``B/`` and ``label/`` is a dataset (its
 ``meta.toml`` gives the pixel size, else 0.5 m). Methods:
@@ -18,6 +19,8 @@ Every sub-folder of ``--realdata`` holding ``A/``, ``B/`` and ``label/`` is a da
 Scores follow ``shared/tools/score_masks.py`` (pixels pooled over a dataset's pairs; objects
 8-connected, >= 20 px, found / correct at 50 % overlap). ``--masks DIR`` also writes every mask
 as ``DIR/<method>/<dataset>/<name>.png`` so that the scorer can check the figures.
+``--train-without DATASET`` leaves that dataset's pairs out of every training set (they are
+still scored), to measure what its labels add or cost the others.
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=SAMPLES_PER_PAIR, help="pixels per pair")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--masks", type=Path, help="also write every mask under this folder")
+    ap.add_argument(
+        "--train-without",
+        nargs="+",
+        default=[],
+        metavar="DATASET",
+        help="leave these datasets out of every training set (still scored)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     datasets = {
@@ -78,6 +88,9 @@ def main() -> None:
     }
     if not datasets:
         raise SystemExit(f"{args.realdata}: no folder with A/, B/ and label/")
+    unknown = sorted(set(args.train_without) - set(datasets))
+    if unknown:
+        raise SystemExit(f"--train-without {unknown[0]}: not one of {', '.join(datasets)}")
     items = [(ds, pair) for ds, pairs in datasets.items() for pair in pairs]
     samples, names = [], ()
     for i, (_, pair) in enumerate(items):
@@ -91,7 +104,11 @@ def main() -> None:
         keys = [key(ds, pair) for ds, pair in items]
         out = {}
         for k in sorted(set(keys)):
-            train = [i for i, other in enumerate(keys) if other != k]
+            train = [
+                i
+                for i, other in enumerate(keys)
+                if other != k and items[i][0] not in args.train_without
+            ]
             model = fit(
                 [samples[i] for i in train],
                 feature_names=names,
@@ -128,6 +145,7 @@ def main() -> None:
     print(
         f"features + samples {t_features:.0f} s; grouped CV {t_cv:.0f} s; "
         f"{args.samples} pixels per pair, seed {args.seed}"
+        + (f"; trained without {', '.join(args.train_without)}" if args.train_without else "")
     )
     for (method, ds), checks in TARGETS.items():
         if ds not in datasets:
