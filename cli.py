@@ -364,7 +364,7 @@ def evaluate(pair_dir: Path, model: Path | None, as_json: bool, per_pair: bool) 
         f"({s.label_objects} labelled, {s.predicted_objects} predicted)"
     )
     if per_pair:
-        width = max(len(name) for name in result.pairs)
+        width = max([len("pair"), *map(len, result.pairs)])
         click.echo(
             f"{'pair':<{width}} {'labelled px':>11} {'pix P':>6} {'pix R':>6} {'pix F1':>6} "
             f"{'obj F1':>6}"
