@@ -366,13 +366,14 @@ def evaluate(pair_dir: Path, model: Path | None, as_json: bool, per_pair: bool) 
     if per_pair:
         width = max([len("pair"), *map(len, result.pairs)])
         click.echo(
-            f"{'pair':<{width}} {'labelled px':>11} {'pix P':>6} {'pix R':>6} {'pix F1':>6} "
-            f"{'obj F1':>6}"
+            f"{'pair':<{width}} {'labelled px':>11} {'predicted px':>12} {'pix P':>6} "
+            f"{'pix R':>6} {'pix F1':>6} {'obj F1':>6}"
         )
         for name, p in sorted(result.pairs.items(), key=lambda kv: (kv[1].pixel_f1, kv[0])):
             click.echo(
-                f"{name:<{width}} {p.tp + p.fn:>11} {p.pixel_precision:>6.3f} "
-                f"{p.pixel_recall:>6.3f} {p.pixel_f1:>6.3f} {p.object_f1:>6.3f}"
+                f"{name:<{width}} {p.tp + p.fn:>11} {p.tp + p.fp:>12} "
+                f"{p.pixel_precision:>6.3f} {p.pixel_recall:>6.3f} {p.pixel_f1:>6.3f} "
+                f"{p.object_f1:>6.3f}"
             )
 
 

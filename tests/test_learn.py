@@ -1,6 +1,7 @@
 """The learned change scorer: features, training, prediction at any pixel size, model files,
 the train / predict / evaluate commands and the pipeline's ``[detect] model``."""
 
+import json
 import pickle
 
 import numpy as np
@@ -384,7 +385,7 @@ def test_train_predict_evaluate_commands(tmp_path):
 
     result = runner.invoke(main, ["evaluate", str(test), "--model", str(model_path), "--json"])
     assert result.exit_code == 0, result.output
-    scores = __import__("json").loads(result.output)
+    scores = json.loads(result.output)
     assert scores["method"] == "learned" and scores["pairs"] == 1
     # the figures of that mask against the label (the quality: test_finds_the_planted_roofs)
     label = np.asarray(Image.open(test / "label" / "p200.png")) > 0
@@ -399,9 +400,9 @@ def test_evaluate_per_pair_scores_each_pair_alone(tmp_path):
     folder = _pairs_folder(tmp_path / "pairs", [210, 211])
     result = runner.invoke(main, ["evaluate", str(folder), "--json", "--per-pair"])
     assert result.exit_code == 0, result.output
-    scores = __import__("json").loads(result.output)
+    scores = json.loads(result.output)
     assert sorted(scores["by_pair"]) == ["p210", "p211"]
-    pooled = Score()
+    pooled, alone_by = Score(), {}
     for name, figures in scores["by_pair"].items():
         pair = read_pair(
             folder / "A" / f"{name}.png",
@@ -409,14 +410,12 @@ def test_evaluate_per_pair_scores_each_pair_alone(tmp_path):
             label=folder / "label" / f"{name}.png",
             pixel_size=0.5,
         )
-        alone = score_mask(pair.label, pair_mask(pair))
+        alone = alone_by[name] = score_mask(pair.label, pair_mask(pair))
         pooled = pooled + alone
         assert figures == pytest.approx(alone.summary()), name
     assert scores["pixel_f1"] == pytest.approx(pooled.pixel_f1)
     # without the flag, the JSON line is the pooled figures alone
-    plain = __import__("json").loads(
-        runner.invoke(main, ["evaluate", str(folder), "--json"]).output
-    )
+    plain = json.loads(runner.invoke(main, ["evaluate", str(folder), "--json"]).output)
     assert "by_pair" not in plain and plain["pixel_f1"] == scores["pixel_f1"]
 
     text = runner.invoke(main, ["evaluate", str(folder), "--per-pair"]).output.splitlines()
@@ -424,7 +423,10 @@ def test_evaluate_per_pair_scores_each_pair_alone(tmp_path):
     assert [row[0] for row in rows] == sorted(
         scores["by_pair"], key=lambda n: (scores["by_pair"][n]["pixel_f1"], n)
     )
-    assert [float(row[4]) for row in rows] == [
+    for row in rows:  # labelled and predicted pixels
+        alone = alone_by[row[0]]
+        assert (int(row[1]), int(row[2])) == (alone.tp + alone.fn, alone.tp + alone.fp)
+    assert [float(row[5]) for row in rows] == [
         pytest.approx(scores["by_pair"][row[0]]["pixel_f1"], abs=5e-4) for row in rows
     ]
 
