@@ -2,7 +2,7 @@
 default and the learned scorer under two protocols.
 
 Usage: python benchmarks/accuracy.py [--realdata DIR] [--samples N] [--seed S] [--masks DIR]
-                                     [--train-without DATASET...]
+                                     [--train-without DATASET...] [--per-pair]
 
 Every sub-folder of ``--realdata`` holding ``A/``, ``B/`` and ``label/`` is a dataset (its
 ``meta.toml`` gives the pixel size, else 0.5 m). Methods:
@@ -20,7 +20,8 @@ Scores follow ``shared/tools/score_masks.py`` (pixels pooled over a dataset's pa
 8-connected, >= 20 px, found / correct at 50 % overlap). ``--masks DIR`` also writes every mask
 as ``DIR/<method>/<dataset>/<name>.png`` so that the scorer can check the figures.
 ``--train-without DATASET`` leaves that dataset's pairs out of every training set (they are
-still scored), to measure what its labels add or cost the others.
+still scored), to measure what its labels add or cost the others. ``--per-pair`` also prints
+every pair's pixel F1 by each method.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> None:
         metavar="DATASET",
         help="leave these datasets out of every training set (still scored)",
     )
+    ap.add_argument("--per-pair", action="store_true", help="also print each pair's pixel F1")
     args = ap.parse_args()
     t0 = time.perf_counter()
     datasets = {
@@ -141,6 +143,8 @@ def main() -> None:
             for (ds, name), mask in by_pair.items():
                 write_mask(args.masks / method / ds / f"{name}.png", mask)
     _print_table(datasets, scores)
+    if args.per_pair:
+        _print_pairs(datasets, masks)
     print()
     print(
         f"features + samples {t_features:.0f} s; grouped CV {t_cv:.0f} s; "
@@ -185,6 +189,18 @@ def _print_table(
                 f"{s.object_precision:>6.3f} {s.object_recall:>6.3f} {s.object_f1:>6.3f} "
                 f"{s.label_objects:>8} {s.predicted_objects:>9}"
             )
+
+
+def _print_pairs(
+    datasets: dict[str, list[ImagePair]], masks: dict[str, dict[tuple[str, str], np.ndarray]]
+) -> None:
+    print(f"\npixel F1 by pair\n{'dataset':<10} {'pair':<22} {'labelled':>8}", end="")
+    print("".join(f" {method:>13}" for method in METHODS))
+    for ds, pairs in datasets.items():
+        for pair in pairs:
+            f1 = [score_mask(pair.label, masks[m][ds, pair.name]).pixel_f1 for m in METHODS]
+            print(f"{ds:<10} {pair.name:<22} {int(pair.label.sum()):>8}", end="")
+            print("".join(f" {value:>13.3f}" for value in f1))
 
 
 if __name__ == "__main__":
