@@ -130,11 +130,14 @@ def main() -> None:
     masks["learned-cv"] = held_out(lambda ds, pair: (ds, source_of(pair.name)))
     t_cv = time.perf_counter() - t0
     masks["learned-lodo"] = held_out(lambda ds, pair: ds)
+    by_pair = {
+        (method, ds, pair.name): score_mask(pair.label, masks[method][ds, pair.name])
+        for method in METHODS
+        for ds, pairs in datasets.items()
+        for pair in pairs
+    }
     scores = {
-        (method, ds): sum(
-            (score_mask(pair.label, masks[method][ds, pair.name]) for pair in datasets[ds]),
-            Score(),
-        )
+        (method, ds): sum((by_pair[method, ds, pair.name] for pair in datasets[ds]), Score())
         for method in METHODS
         for ds in datasets
     }
@@ -144,7 +147,7 @@ def main() -> None:
                 write_mask(args.masks / method / ds / f"{name}.png", mask)
     _print_table(datasets, scores)
     if args.per_pair:
-        _print_pairs(datasets, masks)
+        _print_pairs(datasets, by_pair)
     print()
     print(
         f"features + samples {t_features:.0f} s; grouped CV {t_cv:.0f} s; "
@@ -192,13 +195,13 @@ def _print_table(
 
 
 def _print_pairs(
-    datasets: dict[str, list[ImagePair]], masks: dict[str, dict[tuple[str, str], np.ndarray]]
+    datasets: dict[str, list[ImagePair]], by_pair: dict[tuple[str, str, str], Score]
 ) -> None:
     print(f"\npixel F1 by pair\n{'dataset':<10} {'pair':<22} {'labelled':>8}", end="")
     print("".join(f" {method:>13}" for method in METHODS))
     for ds, pairs in datasets.items():
         for pair in pairs:
-            f1 = [score_mask(pair.label, masks[m][ds, pair.name]).pixel_f1 for m in METHODS]
+            f1 = [by_pair[method, ds, pair.name].pixel_f1 for method in METHODS]
             print(f"{ds:<10} {pair.name:<22} {int(pair.label.sum()):>8}", end="")
             print("".join(f" {value:>13.3f}" for value in f1))
 
