@@ -8,8 +8,8 @@ Makes (or, with --keep and an existing DIR, reuses) a quarter of SIZE x SIZE px:
 and reports in one run, side by side:
 
 * the bare decode of both epochs' sources (rasterio, every block, one process);
-* ``tuban run`` wall time per stage and peak RSS of any of its processes (polled every 50 ms,
-  pool workers included), for each worker count;
+* ``tuban run`` wall time per stage, peak RSS of any of its processes and the CPU time of all
+  of them (polled every 50 ms, pool workers included), for each worker count;
 * the bare read of the ingested tiles (what the changes stage has to read);
 * the GDAL command-line chain an analyst would otherwise script: ``gdal_calc.py`` change
   magnitude -> ``gdal_sieve.py`` -> ``gdal_polygonize.py`` (Debian ``gdal-bin``);
@@ -162,7 +162,7 @@ def tuban_run(config: Path, workers: int) -> dict:
     cmd += [str(config), "--executor", executor, "--workers", str(workers)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    polled = _poll_peak_rss(proc)
+    peak, cpu = _poll(proc)
     _, stderr = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode:
@@ -172,14 +172,17 @@ def tuban_run(config: Path, workers: int) -> dict:
     result["wall"] = wall
     # Polled, not getrusage: ru_maxrss misses the forkserver's pool workers, and on Linux a
     # child's ru_maxrss keeps the high-water mark of this (forked) process from before exec.
-    result["rss_kib"] = polled // 1024
+    result["rss_kib"] = peak // 1024
+    result["cpu"] = cpu
     return result
 
 
-def _poll_peak_rss(proc: subprocess.Popen, every: float = 0.05) -> int:
-    """Largest resident set (bytes) of ``proc`` or any of its descendants while it runs."""
+def _poll(proc: subprocess.Popen, every: float = 0.05) -> tuple[int, float]:
+    """Largest resident set (bytes) of ``proc`` or any of its descendants while it runs, and
+    the CPU time (user + system, s) they had used by the last poll each was seen in."""
     root = psutil.Process(proc.pid)
     peak = 0
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
         try:
             family = [root, *root.children(recursive=True)]
@@ -187,11 +190,14 @@ def _poll_peak_rss(proc: subprocess.Popen, every: float = 0.05) -> int:
             break
         for member in family:
             try:
-                peak = max(peak, member.memory_info().rss)
+                with member.oneshot():
+                    peak = max(peak, member.memory_info().rss)
+                    times = member.cpu_times()
+                cpu[member.pid] = times.user + times.system
             except psutil.NoSuchProcess:
                 pass
         time.sleep(every)
-    return peak
+    return peak, sum(cpu.values())
 
 
 def gdal_chain(root: Path) -> dict[str, float]:
@@ -247,7 +253,7 @@ def gdal_chain(root: Path) -> dict[str, float]:
 def _fastest(runs: list[dict]) -> dict:
     """The run of least wall time, with the largest peak RSS of all of them."""
     best = dict(min(runs, key=lambda r: r["wall"]))
-    best["rss_kib"] = max(r["rss_kib"] for r in runs)
+    best["rss_kib"] = max(r["rss_kib"] for r in runs)  # (its CPU stays its own)
     return best
 
 
@@ -312,13 +318,14 @@ def main() -> None:
     print()
     print(
         f"{'workers':>7} {'ingest s':>8} {'changes s':>9} {'worklists s':>11} {'wall s':>7} "
-        f"{'peak RSS MiB':>12} {'run/decode':>10} {'changes/read':>12}"
+        f"{'peak RSS MiB':>12} {'CPU s':>6} {'run/decode':>10} {'changes/read':>12}"
     )
     for w, r in runs.items():
         t = r["timings"]
         print(
             f"{w:>7} {t['ingest']:>8.2f} {t['changes']:>9.2f} {t['worklists']:>11.2f} "
-            f"{r['wall']:>7.2f} {r['rss_kib'] / 1024:>12.0f} {r['wall'] / decode:>10.2f} "
+            f"{r['wall']:>7.2f} {r['rss_kib'] / 1024:>12.0f} {r['cpu']:>6.1f} "
+            f"{r['wall'] / decode:>10.2f} "
             f"{t['changes'] / read_tiles:>12.2f}"
         )
     if args.repeat > 1:
@@ -329,6 +336,12 @@ def main() -> None:
         print(
             f"\nspeed-up {lo} -> {hi} workers: {runs[lo]['wall'] / runs[hi]['wall']:.2f}x "
             f"(target >= 1.6x)"
+        )
+        # Amdahl in two figures: what more workers cost in CPU, and how busy they kept the cores
+        print(
+            f"CPU of all processes: {runs[lo]['cpu']:.1f} s -> {runs[hi]['cpu']:.1f} s; "
+            f"cores busy on average {runs[lo]['cpu'] / runs[lo]['wall']:.2f} -> "
+            f"{runs[hi]['cpu'] / runs[hi]['wall']:.2f} of {hi}"
         )
     if gdal is not None:
         total = sum(gdal.values())
