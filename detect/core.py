@@ -24,7 +24,7 @@ from .focus import focus_windows, spills
 from .objects import classify, hysteresis, object_stats, outline, polygons, segment
 from .pairs import Pair, prepare_pairs
 from .params import DetectParams
-from .scene import Scene, check_pair, layers
+from .scene import Scene, check_pair, compared_box, crop, layers
 
 __all__ = ["TileResult", "change_mask", "cue_maps", "detect_changes"]
 
@@ -39,6 +39,10 @@ _CUE_COLUMNS = {
     "vegetation_after": "vegetation_after",
     "water": "water_share",
 }
+#: Pixels kept around the box both epochs cover when a tile is cut to it (see
+#: :func:`compared`): more than any filter reaches, and the box's edges stay on multiples of
+#: it, so that the tile's sampling grids (steps of 2, 4, 8 ... px) keep their pixels.
+_BOX_MARGIN = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +144,8 @@ def detect_changes(
     errors.InputError
         Malformed scenes, epochs of different shapes or a degenerate transform.
     """
+    shape = check_pair(before, after)
+    before, after, transform, core = compared(before, after, transform=transform, core=core)
     labels, keep, stats, coverage, pairs = _detect(before, after, transform, params, core)
     valid, cloud = coverage
     return objects_result(
@@ -149,8 +155,36 @@ def detect_changes(
         cloud=cloud,
         transform=transform,
         params=params,
-        qa=_qa(pairs, valid, cloud),
+        qa=_qa(pairs, valid, cloud, size=shape[0] * shape[1]),
     )
+
+
+def compared(
+    before: Scene,
+    after: Scene,
+    *,
+    transform: Affine,
+    core: tuple[slice, slice] | None,
+) -> tuple[Scene, Scene, Affine, tuple[slice, slice] | None]:
+    """Two checked epochs of a tile cut to the box where both have data (with a margin), and
+    the transform and core of the cut: a tile that the epochs cover only in part (the edge of
+    a quarter, a drone flight's patch) costs no more than the part. Unchanged when the box is
+    the whole tile or empty.
+    """
+    shape = check_pair(before, after)
+    box = compared_box(before, after, margin=_BOX_MARGIN, align=_BOX_MARGIN)
+    if box is None or all(b.stop - b.start == n for b, n in zip(box, shape, strict=True)):
+        return before, after, transform, core
+    rows, cols = box
+    if core is not None:
+        core = tuple(
+            slice(max(r.start - b.start, 0), max(r.stop - b.start, 0))
+            for r, b in (
+                (range(*s.indices(n)), b) for s, b, n in zip(core, box, shape, strict=True)
+            )
+        )
+    transform = transform @ Affine.translation(cols.start, rows.start)
+    return crop(before, box), crop(after, box), transform, core
 
 
 def objects_result(
@@ -258,9 +292,15 @@ def change_mask(
         raise InputError(
             f"pixel size {pixel_size} is not positive; give metres per pixel, e.g. 0.5"
         )
+    shape = check_pair(before, after)
     transform = Affine(pixel_size, 0.0, 0.0, 0.0, -pixel_size, 0.0)
-    labels, keep, _, _, _ = _detect(before, after, transform, params, None)
-    return np.isin(labels, keep)
+    box = compared_box(before, after, margin=_BOX_MARGIN, align=_BOX_MARGIN)
+    mask = np.zeros(shape, bool)
+    if box is None:
+        return mask
+    labels, keep, _, _, _ = _detect(crop(before, box), crop(after, box), transform, params, None)
+    mask[box] = np.isin(labels, keep)
+    return mask
 
 
 def cue_maps(
@@ -393,17 +433,24 @@ def _pixel_size(transform: Affine) -> float:
     return size
 
 
-def coverage_qa(valid: np.ndarray, cloud: np.ndarray) -> dict[str, float]:
+def coverage_qa(
+    valid: np.ndarray, cloud: np.ndarray, *, size: int | None = None
+) -> dict[str, float]:
     """``valid_fraction`` (share of the tile compared) and ``cloud_fraction`` (share of the
-    pixels valid in both epochs that cloud kept from being compared) of a tile."""
+    pixels valid in both epochs that cloud kept from being compared) of a tile; ``size``: the
+    tile's pixels, when the masks cover only a part of it (see :func:`compared`)."""
+    size = valid.size if size is None else size
     return {
-        "valid_fraction": int(valid.sum()) / valid.size if valid.size else 0.0,
+        "valid_fraction": int(valid.sum()) / size if size else 0.0,
         "cloud_fraction": float(cloud.sum() / max(int((valid | cloud).sum()), 1)),
     }
 
 
-def _qa(pairs: list[Pair], valid: np.ndarray, cloud: np.ndarray) -> dict[str, Any]:
-    qa: dict[str, Any] = {"compared": ",".join(p.kind for p in pairs), **coverage_qa(valid, cloud)}
+def _qa(pairs: list[Pair], valid: np.ndarray, cloud: np.ndarray, *, size: int) -> dict[str, Any]:
+    qa: dict[str, Any] = {
+        "compared": ",".join(p.kind for p in pairs),
+        **coverage_qa(valid, cloud, size=size),
+    }
     best = max(pairs, key=lambda p: p.shift.confidence, default=None)
     for prefix, pair in [("", best)] + [(f"{p.kind}_", p) for p in pairs]:
         if pair is None:

@@ -53,7 +53,15 @@ from skimage.segmentation import felzenszwalb
 from errors import InputError
 
 from .align import apply_shift, measure_shift
-from .core import TileResult, _pixel_size, coverage_qa, cue_maps, kept_objects, objects_result
+from .core import (
+    TileResult,
+    _pixel_size,
+    compared,
+    coverage_qa,
+    cue_maps,
+    kept_objects,
+    objects_result,
+)
 from .morphology import fill_holes, opening
 from .params import DetectParams
 from .scene import Layer, Scene, check_pair, layers
@@ -695,12 +703,14 @@ def detect_changes_learned(
         (as :func:`detect.detect_changes` reports them).
     """
     pixel_size = _pixel_size(transform)
+    rows, cols = check_pair(before, after)
+    before, after, transform, core = compared(before, after, transform=transform, core=core)
     change = probability(model, before, after, pixel_size=pixel_size, params=params)
     cues = cue_maps(before, after, pixel_size=pixel_size, params=params)
     cues = replace(cues, score=np.where(cues.valid, change, 0.0).astype(np.float32))
     labels, n = _segment(cues.score, model, pixel_size)
     keep, stats = kept_objects(labels, n, cues, pixel_size=pixel_size, params=params, core=core)
-    qa = {"scorer": "learned", **coverage_qa(cues.valid, cues.cloud)}
+    qa = {"scorer": "learned", **coverage_qa(cues.valid, cues.cloud, size=rows * cols)}
     return objects_result(
         labels, keep, stats, cloud=cues.cloud, transform=transform, params=params, qa=qa
     )

@@ -8,7 +8,7 @@ replaced, plus a boolean valid mask), which is what the rest of ``detect`` works
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -17,7 +17,17 @@ from errors import InputError
 
 from .sampling import sampled
 
-__all__ = ["DRONE_BANDS", "MAX_MAGNITUDE", "Layer", "LayerKind", "Scene", "check_pair", "layers"]
+__all__ = [
+    "DRONE_BANDS",
+    "MAX_MAGNITUDE",
+    "Layer",
+    "LayerKind",
+    "Scene",
+    "check_pair",
+    "compared_box",
+    "crop",
+    "layers",
+]
 
 LayerKind = Literal["satellite", "drone", "dsm"]
 
@@ -100,6 +110,65 @@ def check_pair(before: Scene, after: Scene) -> tuple[int, int]:
             "read both epochs onto the same tile of the grid"
         )
     return next(iter(shapes.values()), (0, 0))
+
+
+def compared_box(
+    before: Scene, after: Scene, *, margin: int = 0, align: int = 1
+) -> tuple[slice, slice] | None:
+    """The rows and columns of the smallest box holding every pixel at which both (checked)
+    epochs have data in some layer, grown by ``margin`` px on each side and its edges moved
+    out to multiples of ``align`` (within the tile); None when the epochs share no pixel.
+
+    Nothing outside the box can be compared, so the detection of a tile that the epochs
+    cover only in part (the edge of a quarter, a drone flight's patch) need look at no more.
+    """
+    first, second = _covered(before), _covered(after)
+    if not (first.size and second.size):
+        return None
+    both = first & second
+    rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    if not rows.size:
+        return None
+    return tuple(
+        slice(max(lo - margin, 0) // align * align, min(-(-(hi + 1 + margin) // align) * align, n))
+        for lo, hi, n in (
+            (int(rows[0]), int(rows[-1]), both.shape[0]),
+            (int(cols[0]), int(cols[-1]), both.shape[1]),
+        )
+    )
+
+
+def crop(scene: Scene, box: tuple[slice, slice]) -> Scene:
+    """``scene`` cut to ``box`` (rows, cols); its arrays are views of the scene's."""
+
+    def cut(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else np.asarray(array)[..., box[0], box[1]]
+
+    return replace(
+        scene,
+        satellite=cut(scene.satellite),
+        satellite_valid=cut(scene.satellite_valid),
+        drone=cut(scene.drone),
+        drone_valid=cut(scene.drone_valid),
+        dsm=cut(scene.dsm),
+        dsm_valid=cut(scene.dsm_valid),
+    )
+
+
+def _covered(scene: Scene) -> np.ndarray:
+    """Where some layer of a (checked) scene has data by its masks; (h, w) bool."""
+    masks = []
+    for data, valid in (
+        (scene.satellite, scene.satellite_valid),
+        (scene.drone, scene.drone_valid),
+        (scene.dsm, scene.dsm_valid),
+    ):
+        if data is not None:
+            shape = np.shape(data)[-2:]
+            if valid is None:
+                return np.ones(shape, bool)
+            masks.append(np.asarray(valid, dtype=bool))
+    return np.logical_or.reduce(masks) if masks else np.zeros((0, 0), bool)
 
 
 def layers(scene: Scene) -> dict[LayerKind, Layer]:

@@ -20,7 +20,7 @@ from detect import (
 from detect.cues import tile_levels
 from detect.focus import focus_windows
 from detect.pairs import prepare_pairs
-from detect.scene import layers
+from detect.scene import compared_box, crop, layers
 from errors import ConfigError, InputError
 
 PX = 0.5  # m per pixel
@@ -478,3 +478,66 @@ def test_bad_parameters_are_config_errors():
         DetectParams(outline_share=1.5)
     with pytest.raises(InputError, match="pixel size"):
         change_mask(Scene(), Scene(), pixel_size=0)
+
+
+def test_a_tile_the_epochs_cover_in_part_finds_what_that_part_alone_finds():
+    before, after = _quarter_tile()
+    alone = detect_changes(before, after, transform=_transform())
+    # The same part inside a larger tile: the before epoch has ground all around it, the after
+    # epoch nothing (the edge of a drone flight's patch), so only the part can be compared.
+    shape, (top, left) = (768, 896), (128, 192)
+    part = (slice(top, top + 512), slice(left, left + 512))
+    sat_before = _dn(_ground(shape, 5), 6)
+    sat_before[:, part[0], part[1]] = before.satellite
+    sat_after = np.zeros_like(sat_before)
+    sat_after[:, part[0], part[1]] = after.satellite
+    valid = np.zeros(shape, bool)
+    valid[part] = after.satellite_valid
+    dsm_before, dsm_after = _dsm(shape, 7), np.zeros(shape, np.float32)
+    dsm_before[part], dsm_after[part] = before.dsm, after.dsm
+    dsm_valid = np.zeros(shape, bool)
+    dsm_valid[part] = True
+
+    within = detect_changes(
+        Scene(satellite=sat_before, satellite_bands=BANDS, dsm=dsm_before),
+        Scene(
+            satellite=sat_after,
+            satellite_bands=BANDS,
+            satellite_valid=valid,
+            dsm=dsm_after,
+            dsm_valid=dsm_valid,
+        ),
+        transform=_transform(col=-left, row=-top),  # the part lies where the tile alone does
+        core=(slice(0, top + 400), slice(0, shape[1])),  # not the roof at part rows 400-430
+    )
+
+    assert len(alone) == 4
+    assert sorted(within.y) == pytest.approx(sorted(alone.y[alone.y > 2_520_000 - 400 * PX]))
+    for got in within.to_records():
+        want = min(
+            alone.to_records(), key=lambda r: abs(r["x"] - got["x"]) + abs(r["y"] - got["y"])
+        )
+        assert got["change_type"] == want["change_type"]
+        overlap = shapely.area(got["geometry"] & want["geometry"])
+        assert overlap / shapely.area(got["geometry"] | want["geometry"]) > 0.95
+    compared = within.qa["valid_fraction"] * shape[0] * shape[1]
+    assert compared == pytest.approx(alone.qa["valid_fraction"] * 512 * 512, rel=0.05)
+
+
+def test_the_compared_box_holds_what_both_epochs_cover_with_its_margin_on_the_alignment():
+    data = np.ones((1, 300, 400), np.float32)
+    first, second = np.zeros((300, 400), bool), np.zeros((300, 400), bool)
+    first[10:200, 30:350], second[100:290, 5:100] = True, True
+    before = Scene(satellite=data, satellite_bands=("red",), satellite_valid=first)
+    after = Scene(satellite=data, satellite_bands=("red",), satellite_valid=second)
+
+    assert compared_box(before, after) == (slice(100, 200), slice(30, 100))
+    assert compared_box(before, after, margin=8, align=32) == (slice(64, 224), slice(0, 128))
+    assert compared_box(before, Scene(satellite=data, satellite_bands=("red",))) == (
+        slice(10, 200),
+        slice(30, 350),
+    )
+    second[:] = False
+    assert compared_box(before, after) is None
+    cut = crop(before, (slice(100, 200), slice(30, 100)))
+    assert cut.satellite.shape == (1, 100, 70) and cut.satellite_valid.all()
