@@ -480,3 +480,33 @@ def test_pipeline_uses_the_model(model, tmp_path, make_raster, make_offices):
 
     with pytest.raises(ConfigError, match=r"\[detect\] model: model .*missing.pkl does not exist"):
         batch.changes(load_config(_quarter(tmp_path, "models/missing.pkl")))
+
+
+def test_a_tile_the_epochs_cover_in_part_gives_what_that_part_alone_gives(model):
+    before, after, _ = synthetic_pair(105)
+    transform = Affine(0.5, 0, 500_000, 0, -0.5, 2_500_000)
+    alone = detect_changes_learned(scene(before), scene(after), model=model, transform=transform)
+    # The pair inside a tile that only the before epoch covers beyond it.
+    n, at = before.shape[1], 128
+    canvas = (3, n + 2 * at, n + 2 * at)
+    wide_before = np.full(canvas, 120.0, np.float32)
+    wide_before += np.random.default_rng(3).normal(0, 3, canvas).astype(np.float32)
+    wide_after = np.zeros(canvas, np.float32)
+    part = (slice(None), slice(at, at + n), slice(at, at + n))
+    wide_before[part], wide_after[part] = before, after
+    valid = np.zeros(canvas[1:], bool)
+    valid[part[1:]] = True
+
+    within = detect_changes_learned(
+        scene(wide_before),
+        Scene(satellite=wide_after, satellite_bands=RGB, satellite_valid=valid),
+        model=model,
+        transform=transform @ Affine.translation(-at, -at),
+    )
+
+    assert len(within) == len(alone) >= 1
+    found, want = shapely.union_all(within.geometry), shapely.union_all(alone.geometry)
+    assert found.intersection(want).area >= 0.9 * found.union(want).area
+    # the share of the whole tile: the part, less the pixels next to the nodata around it
+    compared = within.qa["valid_fraction"] * canvas[1] * canvas[2]
+    assert 0.85 * n * n <= compared <= alone.qa["valid_fraction"] * n * n
