@@ -142,8 +142,8 @@ def main() -> None:
         for ds in datasets
     }
     if args.masks:
-        for method, by_pair in masks.items():
-            for (ds, name), mask in by_pair.items():
+        for method, method_masks in masks.items():
+            for (ds, name), mask in method_masks.items():
                 write_mask(args.masks / method / ds / f"{name}.png", mask)
     _print_table(datasets, scores)
     if args.per_pair:
