@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Literal, TypeVar
@@ -77,7 +77,10 @@ class Executor:
         ``fn`` must be a module-level function (it is pickled for process and Dask workers).
         With ``runs``, each worker takes runs of consecutive items rather than one item at a
         time: neighbouring tiles then share the worker's caches. The runs shorten as the items
-        run out (see :func:`_runs`), so that no worker idles long while another ends a run.
+        run out (see :func:`_runs`), so that no worker idles long while another ends a run. A
+        local pool also keeps each worker on a region of its own (see :class:`_Regions`): its
+        next run starts where its last one ended, so the source blocks a tile's halo shares
+        with the tile before it are still in that worker's cache.
         ``unit`` names the items on the progress bar.
         """
         items = list(items)
@@ -90,8 +93,13 @@ class Executor:
                         bar.update()
                         yield item, result
                 return
-            chunks = _runs(items, self.n_workers) if runs else [[item] for item in items]
             task = partial(_run, fn)
+            if runs and self.name == "processes":
+                for chunk, results in self._map_regions(task, items):
+                    bar.update(len(chunk))
+                    yield from zip(chunk, results, strict=True)
+                return
+            chunks = _runs(items, self.n_workers) if runs else [[item] for item in items]
             backend = self._map_processes if self.name == "processes" else self._map_dask
             for chunk, results in backend(task, chunks):
                 bar.update(len(chunk))
@@ -162,6 +170,37 @@ class Executor:
             for fut in futures:
                 fut.cancel()
 
+    def _map_regions(self, fn, items):
+        """Runs of ``items`` through the pool, one per worker at a time, each worker's next run
+        from its own region of the items (see :class:`_Regions`).
+
+        Only as many runs as workers are out at once, so the run submitted when one finishes
+        goes to the worker that just finished it, the only one idle.
+        """
+        pool = self._pool()
+        plan = _Regions(len(items), self.n_workers)
+        running = {}
+
+        def submit(region: int) -> None:
+            taken = plan.take(region)
+            if taken is not None:
+                region, run = taken
+                running[pool.submit(fn, items[run])] = (region, run)
+
+        for region in range(self.n_workers):
+            submit(region)
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    region, run = running.pop(fut)
+                    results = fut.result()
+                    submit(region)  # before the caller handles the results
+                    yield items[run], results
+        finally:
+            for fut in running:
+                fut.cancel()
+
     def _map_dask(self, fn, items):
         from distributed import as_completed as dask_completed
 
@@ -184,6 +223,43 @@ def _runs(items: list[T], workers: int) -> list[list[T]]:
         out.append(items[start : start + size])
         start += size
     return out
+
+
+class _Regions:
+    """Which run of ``n`` consecutive items each of ``workers`` takes next.
+
+    The items are first cut into one region of consecutive items per worker. A worker takes
+    its runs from the front of its own region, so each run starts where its last one ended;
+    a run is a half of what is left per worker (as in :func:`_runs`), but no more than its
+    region holds. A worker whose region is used up takes the back half of the largest region
+    left as its own, so the owner of that region keeps going where it was.
+    """
+
+    def __init__(self, n: int, workers: int) -> None:
+        self.left = n
+        self.workers = workers
+        self.bounds = [[k * n // workers, (k + 1) * n // workers] for k in range(workers)]
+
+    def take(self, region: int) -> tuple[int, slice] | None:
+        """The region the worker of ``region`` is on now, and its next run; None when every
+        item has been taken."""
+        if self.left == 0:
+            return None
+        lo, hi = self.bounds[region]
+        if lo == hi:  # this region is done: take over the back of the largest one left
+            victim = max(
+                range(len(self.bounds)), key=lambda k: self.bounds[k][1] - self.bounds[k][0]
+            )
+            v_lo, v_hi = self.bounds[victim]
+            middle = v_lo + (v_hi - v_lo) // 2
+            self.bounds[victim][1] = middle
+            region = len(self.bounds)
+            self.bounds.append([middle, v_hi])
+            lo, hi = middle, v_hi
+        size = min(-(-self.left // (2 * self.workers)), hi - lo)
+        self.bounds[region][0] = lo + size
+        self.left -= size
+        return region, slice(lo, lo + size)
 
 
 def _spawn(pool: ProcessPoolExecutor) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import psutil
 import pytest
 import rasterio
@@ -23,7 +24,7 @@ from threadpoolctl import threadpool_info
 from pipeline import batch
 from pipeline.config import load_config
 from pipeline.demo import make_demo
-from pipeline.executors import Executor, _runs
+from pipeline.executors import Executor, _Regions, _runs
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -170,6 +171,35 @@ def test_runs_are_consecutive_and_shorten_to_single_items(n, workers):
     if n:
         assert sizes[0] == -(-n // (2 * workers))
         assert sizes[-1] == 1
+
+
+@pytest.mark.parametrize("n, workers", [(0, 2), (1, 1), (1, 2), (13, 2), (162, 2), (81, 8)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_worker_keeps_to_a_region_and_takes_over_the_back_of_the_largest(n, workers, seed):
+    rng = np.random.default_rng(seed)
+    plan = _Regions(n, workers)
+    on = list(range(workers))  # the region each worker is on
+    taken, last_end = [], {}
+    while True:
+        worker = int(rng.integers(workers))  # the one that finished first
+        before = [list(b) for b in plan.bounds]
+        step = plan.take(on[worker])
+        if step is None:
+            break
+        region, run = step
+        assert run.stop > run.start
+        if region == on[worker]:  # it goes on where its last run ended
+            assert run.start == last_end.get(region, before[region][0])
+        else:  # its region was used up: it took the back half of the largest one left
+            assert before[on[worker]][0] == before[on[worker]][1]
+            sizes = [hi - lo for lo, hi in before]
+            victim = sizes.index(max(sizes))
+            assert plan.bounds[victim] == [before[victim][0], run.start]
+            assert before[victim][1] - run.start == (sizes[victim] + 1) // 2
+        on[worker], last_end[region] = region, run.stop
+        taken += range(run.start, run.stop)
+    assert sorted(taken) == list(range(n))  # every item, once
+    assert all(plan.take(k) is None for k in range(len(plan.bounds)))
 
 
 def _blas_threads(_item=None) -> int:
