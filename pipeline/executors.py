@@ -219,10 +219,15 @@ def _runs(items: list[T], workers: int) -> list[list[T]]:
     ("guided" scheduling): long runs first, single items last."""
     out, start = [], 0
     while start < len(items):
-        size = -(-(len(items) - start) // (2 * workers))
+        size = _run_size(len(items) - start, workers)
         out.append(items[start : start + size])
         start += size
     return out
+
+
+def _run_size(left: int, workers: int) -> int:
+    """A half of what is left per worker, rounded up: the length of the next guided run."""
+    return -(-left // (2 * workers))
 
 
 class _Regions:
@@ -256,7 +261,7 @@ class _Regions:
             region = len(self.bounds)
             self.bounds.append([middle, v_hi])
             lo, hi = middle, v_hi
-        size = min(-(-self.left // (2 * self.workers)), hi - lo)
+        size = min(_run_size(self.left, self.workers), hi - lo)
         self.bounds[region][0] = lo + size
         self.left -= size
         return region, slice(lo, lo + size)
